@@ -1,6 +1,9 @@
 package kernels
 
-import "sync"
+import (
+	"fmt"
+	"sync"
+)
 
 // Pool is a worker's compute pool: a fixed set of goroutines that kernels
 // split their work across, so that a process never runs more compute threads
@@ -10,6 +13,10 @@ type Pool struct {
 	threads int
 	work    chan func()
 	wg      sync.WaitGroup
+	kern    *microKernel // SGEMM micro-kernel, fixed at construction
+
+	mu   sync.Mutex
+	jobs []*gemmJob // idle SGEMM jobs with their packing buffers
 }
 
 // NewPool starts a pool of threads goroutines (threads ≥ 1). The caller owns
@@ -18,7 +25,7 @@ func NewPool(threads int) *Pool {
 	if threads < 1 {
 		threads = 1
 	}
-	p := &Pool{threads: threads, work: make(chan func())}
+	p := &Pool{threads: threads, work: make(chan func()), kern: defaultKernel}
 	for i := 1; i < threads; i++ { // the caller's goroutine is the last thread
 		p.wg.Add(1)
 		go func() {
@@ -29,6 +36,61 @@ func NewPool(threads int) *Pool {
 		}()
 	}
 	return p
+}
+
+// NewPoolWithKernel is NewPool with the SGEMM kernel path forced to path
+// ("generic", "avx2", "avx512"; "" means the default). It fails with
+// ErrKernelUnsupported if this CPU cannot run path.
+func NewPoolWithKernel(threads int, path string) (*Pool, error) {
+	kern := defaultKernel
+	if path != "" {
+		var err error
+		if kern, err = chooseKernel(path, supportedKernels()); err != nil {
+			return nil, fmt.Errorf("new pool with kernel %q: %w", path, err)
+		}
+	}
+	p := NewPool(threads)
+	p.kern = kern
+	return p, nil
+}
+
+// KernelPath reports which SGEMM micro-kernel path the pool uses.
+func (p *Pool) KernelPath() string { return p.kernel().name }
+
+func (p *Pool) kernel() *microKernel {
+	if p == nil {
+		return defaultKernel
+	}
+	return p.kern
+}
+
+// nilPoolJobs caches SGEMM packing buffers for the nil (single-threaded)
+// pool, so it too allocates nothing in steady state. It is a cache only.
+var nilPoolJobs = sync.Pool{New: func() any { return newGemmJob(defaultKernel, 1) }}
+
+// getJob takes an idle SGEMM job (with warm packing buffers) or makes one.
+func (p *Pool) getJob(kern *microKernel) *gemmJob {
+	if p == nil {
+		return nilPoolJobs.Get().(*gemmJob)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.jobs); n > 0 {
+		j := p.jobs[n-1]
+		p.jobs = p.jobs[:n-1]
+		return j
+	}
+	return newGemmJob(kern, p.threads)
+}
+
+func (p *Pool) putJob(j *gemmJob) {
+	if p == nil {
+		nilPoolJobs.Put(j)
+		return
+	}
+	p.mu.Lock()
+	p.jobs = append(p.jobs, j)
+	p.mu.Unlock()
 }
 
 // Threads reports how many threads kernels may use.

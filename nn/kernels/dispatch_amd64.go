@@ -1,0 +1,34 @@
+//go:build amd64
+
+package kernels
+
+import "golang.org/x/sys/cpu"
+
+//go:generate sh -c "python3 gen_asm.py > sgemm_amd64.s"
+
+// sgemmKernelAVX512 is the 12×32 AVX-512 micro-kernel (sgemm_amd64.s).
+//
+//go:noescape
+func sgemmKernelAVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+// sgemmKernelAVX2 is the 6×16 AVX2/FMA micro-kernel (sgemm_amd64.s).
+//
+//go:noescape
+func sgemmKernelAVX2(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+var (
+	avx512Kernel = &microKernel{name: PathAVX512, mr: 12, nr: 32, mc: 192, kc: 256, nc: 2048, fn: sgemmKernelAVX512}
+	avx2Kernel   = &microKernel{name: PathAVX2, mr: 6, nr: 16, mc: 144, kc: 256, nc: 2048, fn: sgemmKernelAVX2}
+)
+
+// supportedKernels lists the micro-kernels this CPU and OS can run, best first.
+func supportedKernels() []*microKernel {
+	var ks []*microKernel
+	if cpu.X86.HasAVX512F {
+		ks = append(ks, avx512Kernel)
+	}
+	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
+		ks = append(ks, avx2Kernel)
+	}
+	return append(ks, genericKernel)
+}
