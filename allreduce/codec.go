@@ -1,0 +1,122 @@
+package allreduce
+
+import (
+	"encoding/binary"
+	"sync"
+	"unsafe"
+)
+
+// Payload codecs. The wire is little-endian; on a little-endian host a
+// float32 payload is the buffer's own memory, so encoding is one copy and
+// decoding reads the frame in place. littleEndian guards the reinterpretation.
+
+func littleEndian() bool {
+	var x uint16 = 1
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}
+
+// f32Bytes views x as bytes (no copy).
+func f32Bytes(x []float32) []byte {
+	if len(x) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), 4*len(x))
+}
+
+// bytesF32 views b (length a multiple of 4, 4-byte aligned) as float32s.
+func bytesF32(b []byte) []float32 {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4)
+}
+
+func encodePayload(dst []byte, src []float32, dt DType) {
+	if dt == DTypeF16 {
+		for i, v := range src {
+			binary.LittleEndian.PutUint16(dst[2*i:], F32ToF16(v))
+		}
+		return
+	}
+	copy(dst, f32Bytes(src))
+}
+
+// reducePayload adds (reduce) or copies the payload into dst.
+func reducePayload(dst []float32, src []byte, dt DType, reduce bool) {
+	if dt == DTypeF16 {
+		if reduce {
+			for i := range dst {
+				dst[i] += F16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
+			}
+		} else {
+			for i := range dst {
+				dst[i] = F16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
+			}
+		}
+		return
+	}
+	if !reduce {
+		copy(f32Bytes(dst), src)
+		return
+	}
+	addF32(dst, bytesF32(src))
+}
+
+// addF32 does dst[i] += src[i], unrolled by 8 to help the compiler.
+func addF32(dst, src []float32) {
+	src = src[:len(dst)]
+	i := 0
+	for ; i+8 <= len(dst); i += 8 {
+		d := dst[i : i+8 : i+8]
+		s := src[i : i+8 : i+8]
+		d[0] += s[0]
+		d[1] += s[1]
+		d[2] += s[2]
+		d[3] += s[3]
+		d[4] += s[4]
+		d[5] += s[5]
+		d[6] += s[6]
+		d[7] += s[7]
+	}
+	for ; i < len(dst); i++ {
+		dst[i] += src[i]
+	}
+}
+
+// bufPool recycles frame buffers. It implements grpc's mem.BufferPool, so
+// gRPC hands a sent frame back here once it has been written.
+type bufPool struct {
+	mu   sync.Mutex
+	free []*[]byte
+}
+
+const poolMax = 128
+
+// Get returns a buffer of length n.
+func (p *bufPool) Get(n int) *[]byte {
+	p.mu.Lock()
+	for len(p.free) > 0 {
+		b := p.free[len(p.free)-1]
+		p.free = p.free[:len(p.free)-1]
+		if cap(*b) >= n {
+			p.mu.Unlock()
+			*b = (*b)[:n]
+			return b
+		}
+	}
+	p.mu.Unlock()
+	b := make([]byte, n, max(n, 64))
+	return &b
+}
+
+// Put returns b to the pool; the caller must not use it afterwards.
+func (p *bufPool) Put(b *[]byte) {
+	if b == nil {
+		return
+	}
+	p.mu.Lock()
+	if len(p.free) < poolMax {
+		p.free = append(p.free, b)
+	}
+	p.mu.Unlock()
+}
