@@ -161,64 +161,6 @@ func mergeTile(t []float32, ldt, mr, nr int, alpha, beta float32, c []float32, l
 	}
 }
 
-// packA copies op(A)[i0:i0+mc, p0:p0+kc] into mr-row micro-panels: panel q
-// holds kc steps of mr values at dst[q·mr·kc:]; rows past mc are zero.
-func packA(dst []float32, transA bool, a []float32, lda, i0, mc, p0, kc, mr int) {
-	for ir := 0; ir < mc; ir += mr {
-		mrr := min(mr, mc-ir)
-		d := dst[ir*kc : ir*kc+mr*kc]
-		if transA { // A is k×m: each k step's mr values are contiguous
-			for l := 0; l < kc; l++ {
-				src := a[(p0+l)*lda+i0+ir:][:mrr]
-				dl := d[l*mr : l*mr+mr]
-				copy(dl, src)
-				clear(dl[mrr:])
-			}
-			continue
-		}
-		for r := 0; r < mrr; r++ {
-			src := a[(i0+ir+r)*lda+p0:][:kc]
-			for l, v := range src {
-				d[l*mr+r] = v
-			}
-		}
-		for r := mrr; r < mr; r++ {
-			for l := 0; l < kc; l++ {
-				d[l*mr+r] = 0
-			}
-		}
-	}
-}
-
-// packB copies op(B)[p0:p0+kc, j0:j0+nc] into nr-column micro-panels: panel
-// q holds kc steps of nr values at dst[q·nr·kc:]; columns past nc are zero.
-func packB(dst []float32, transB bool, b []float32, ldb, p0, kc, j0, nc, nr int) {
-	for jr := 0; jr < nc; jr += nr {
-		nrr := min(nr, nc-jr)
-		d := dst[jr*kc : jr*kc+nr*kc]
-		if !transB { // B is k×n: each k step's nr values are contiguous
-			for l := 0; l < kc; l++ {
-				src := b[(p0+l)*ldb+j0+jr:][:nrr]
-				dl := d[l*nr : l*nr+nr]
-				copy(dl, src)
-				clear(dl[nrr:])
-			}
-			continue
-		}
-		for cc := 0; cc < nrr; cc++ {
-			src := b[(j0+jr+cc)*ldb+p0:][:kc]
-			for l, v := range src {
-				d[l*nr+cc] = v
-			}
-		}
-		for cc := nrr; cc < nr; cc++ {
-			for l := 0; l < kc; l++ {
-				d[l*nr+cc] = 0
-			}
-		}
-	}
-}
-
 // scaleC sets C = beta·C (beta = 0 clears, so NaNs do not survive).
 func scaleC(m, n int, beta float32, c []float32, ldc int) {
 	for i := 0; i < m; i++ {

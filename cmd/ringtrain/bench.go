@@ -1,0 +1,19 @@
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+// runBench dispatches `ringtrain bench <what>`.
+func runBench(args []string) error {
+	if len(args) == 0 {
+		return fmt.Errorf("bench: want one of: gemm, train, allreduce")
+	}
+	switch args[0] {
+	case "train":
+		return benchTrain(args[1:])
+	}
+	fmt.Fprintf(os.Stderr, "bench %s: not available in this build\n", args[0])
+	return fmt.Errorf("bench: unknown benchmark %q", args[0])
+}

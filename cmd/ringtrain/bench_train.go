@@ -1,0 +1,86 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/ringtrain/ringtrain/nn"
+	"github.com/ringtrain/ringtrain/nn/kernels"
+	"github.com/ringtrain/ringtrain/optim"
+	"gorgonia.org/tensor"
+)
+
+// benchTrain times full SGD steps (forward, loss, backward, update) on
+// random data and prints one parseable line.
+func benchTrain(args []string) error {
+	fs := flag.NewFlagSet("bench train", flag.ContinueOnError)
+	name, cfg, _ := netFlags(fs)
+	batch := fs.Int("batch", 8, "batch size")
+	threads := fs.Int("threads", runtime.GOMAXPROCS(0), "compute threads")
+	seconds := fs.Float64("seconds", 6, "minimum measuring time")
+	minSteps := fs.Int("min-steps", 2, "minimum measured steps")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if cfg.Classes == 0 {
+		cfg.Classes = 10
+	}
+	m, err := buildFromFlags(*name, cfg, true)
+	if err != nil {
+		return err
+	}
+	pool := kernels.NewPool(*threads)
+	defer pool.Close()
+	opt, err := optim.NewSGD(m, optim.SGDConfig{Momentum: 0.9})
+	if err != nil {
+		return err
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	shape := append([]int{*batch}, m.In...)
+	xd := make([]float32, *batch*m.In.Size())
+	for i := range xd {
+		xd[i] = float32(rng.NormFloat64())
+	}
+	x := tensor.New(tensor.WithShape(shape...), tensor.WithBacking(xd))
+	labels := make([]int32, *batch)
+	for i := range labels {
+		labels[i] = int32(rng.IntN(m.Out[0]))
+	}
+	st := &nn.State{Train: true, Pool: pool, RNG: rng}
+	loss := &nn.CrossEntropy{}
+	step := func() error {
+		m.ZeroGrad()
+		y, err := m.Forward(st, x)
+		if err != nil {
+			return err
+		}
+		if _, err := loss.Forward(y, labels); err != nil {
+			return err
+		}
+		if err := m.Backward(st, loss.Backward()); err != nil {
+			return err
+		}
+		opt.Step(0.01)
+		return nil
+	}
+	if err := step(); err != nil { // warm-up: buffers allocated here
+		return err
+	}
+	n, start := 0, time.Now()
+	for time.Since(start).Seconds() < *seconds || n < *minSteps {
+		if err := step(); err != nil {
+			return err
+		}
+		n++
+	}
+	dt := time.Since(start).Seconds() / float64(n)
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	fmt.Printf("train net=%s input=%d batch=%d threads=%d img_per_s=%.2f ms_per_step=%.1f peak_rss_mib=%.0f\n",
+		*name, m.In[1], *batch, *threads, float64(*batch)/dt, dt*1000, float64(ru.Maxrss)/1024)
+	return nil
+}

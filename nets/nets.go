@@ -1,0 +1,118 @@
+// Package nets builds the reference CNNs on the nn engine with torchvision's
+// exact parameter names, and the Keras-applications options (classes,
+// input size, include_top=false, global pooling).
+package nets
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sort"
+
+	"github.com/ringtrain/ringtrain/nn"
+)
+
+// Config selects a variant of an architecture. Zero values take the
+// architecture's defaults (Spec.DefaultChannels, Spec.DefaultInput, 1000
+// classes).
+type Config struct {
+	Classes    int
+	InChannels int
+	InputSize  int // height = width
+	// NoTop drops the classifier (Keras include_top=false): the model ends
+	// at the last feature map, or a pooled vector when Pooling is set.
+	NoTop   bool
+	Pooling string // "", "avg" or "max" (NoTop only)
+	// AuxLogits adds GoogLeNet's auxiliary classifiers (off by default).
+	AuxLogits bool
+	// Seed drives the initialisation.
+	Seed uint64
+}
+
+// Spec describes one architecture.
+type Spec struct {
+	Name            string
+	Description     string
+	DefaultInput    int
+	DefaultChannels int
+	MinInput        int    // smallest input side that builds
+	Preprocess      string // caffe, torch or tf (Keras preprocess_input mode)
+	build           func(cfg Config) (nn.Module, error)
+	init            func(m *nn.Model, rng *rand.Rand)
+}
+
+var registry = map[string]Spec{}
+
+func register(s Spec) { registry[s.Name] = s }
+
+// Names lists the architectures, sorted.
+func Names() []string {
+	var names []string
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Lookup returns the spec for name.
+func Lookup(name string) (Spec, error) {
+	s, ok := registry[name]
+	if !ok {
+		return Spec{}, fmt.Errorf("net %q: unknown architecture (known: %v)", name, Names())
+	}
+	return s, nil
+}
+
+// Build assembles and initialises the named network.
+func Build(name string, cfg Config) (*nn.Model, error) {
+	spec, err := Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Classes == 0 {
+		cfg.Classes = 1000
+	}
+	if cfg.InChannels == 0 {
+		cfg.InChannels = spec.DefaultChannels
+	}
+	if cfg.InputSize == 0 {
+		cfg.InputSize = spec.DefaultInput
+	}
+	switch {
+	case cfg.Classes < 1:
+		return nil, fmt.Errorf("net %s: classes %d must be ≥ 1", name, cfg.Classes)
+	case cfg.InChannels < 1:
+		return nil, fmt.Errorf("net %s: input channels %d must be ≥ 1", name, cfg.InChannels)
+	case cfg.InputSize < spec.MinInput:
+		return nil, fmt.Errorf("net %s: input size %d is below its minimum of %d×%d", name, cfg.InputSize, spec.MinInput, spec.MinInput)
+	case cfg.Pooling != "" && cfg.Pooling != "avg" && cfg.Pooling != "max":
+		return nil, fmt.Errorf("net %s: pooling %q must be avg or max", name, cfg.Pooling)
+	case cfg.Pooling != "" && !cfg.NoTop:
+		return nil, fmt.Errorf("net %s: pooling %q applies only without the top (include_top=false)", name, cfg.Pooling)
+	}
+	root, err := spec.build(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("net %s: %w", name, err)
+	}
+	m, err := nn.NewModel(root, nn.Shape{cfg.InChannels, cfg.InputSize, cfg.InputSize})
+	if err != nil {
+		return nil, fmt.Errorf("net %s: %w", name, err)
+	}
+	rng := rand.New(rand.NewPCG(cfg.Seed, 0x52494e47)) // "RING"
+	m.Reset(rng)
+	if spec.init != nil {
+		spec.init(m, rng)
+	}
+	return m, nil
+}
+
+// globalPool returns the Keras pooling layer for cfg, or nil.
+func globalPool(cfg Config) nn.Module {
+	switch cfg.Pooling {
+	case "avg":
+		return nn.NewSequential(nn.NewAdaptiveAvgPool2D(1, 1), nn.NewFlatten())
+	case "max":
+		return nn.NewSequential(nn.NewAdaptiveMaxPool2D(1, 1), nn.NewFlatten())
+	}
+	return nil
+}

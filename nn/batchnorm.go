@@ -1,0 +1,187 @@
+package nn
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"gorgonia.org/tensor"
+)
+
+// BatchNorm2D is PyTorch's nn.BatchNorm2d (affine, track_running_stats).
+// Training normalises with the batch's biased variance and updates
+// running_mean/running_var (unbiased) with Momentum; evaluation uses the
+// running statistics. When both affine parameters are frozen the layer uses
+// its running statistics in training too, as Keras does for frozen layers.
+type BatchNorm2D struct {
+	leaf
+	C                                   int
+	Eps, Momentum                       float32
+	Weight, Bias                        *Param
+	RunningMean, RunningVar, NumBatches *Param
+
+	out, dx   buf
+	xhat      []float32 // normalised input, kept for backward
+	invstd    []float32 // per channel, of the statistics used in forward
+	usedBatch bool      // forward used batch statistics
+}
+
+var _ Module = (*BatchNorm2D)(nil)
+
+// NewBatchNorm2D uses PyTorch's defaults: eps 1e-5, momentum 0.1.
+func NewBatchNorm2D(c int) *BatchNorm2D {
+	b := &BatchNorm2D{C: c, Eps: 1e-5, Momentum: 0.1}
+	b.Weight = newParam("weight", Weight, true, c)
+	b.Bias = newParam("bias", Weight, true, c)
+	b.RunningMean = newParam("running_mean", Buffer, false, c)
+	b.RunningVar = newParam("running_var", Buffer, false, c)
+	b.NumBatches = newParam("num_batches_tracked", Counter, false)
+	b.ResetParameters(nil)
+	b.invstd = make([]float32, c)
+	return b
+}
+
+func (b *BatchNorm2D) Kind() string { return "BatchNorm2D" }
+
+func (b *BatchNorm2D) Params() []*Param {
+	return []*Param{b.Weight, b.Bias, b.RunningMean, b.RunningVar, b.NumBatches}
+}
+
+// ResetParameters: weight 1, bias 0, running mean 0, var 1.
+func (b *BatchNorm2D) ResetParameters(*rand.Rand) {
+	for i := 0; i < b.C; i++ {
+		b.Weight.Data[i], b.Bias.Data[i] = 1, 0
+		b.RunningMean.Data[i], b.RunningVar.Data[i] = 0, 1
+	}
+	b.NumBatches.Data[0] = 0
+}
+
+func (b *BatchNorm2D) Build(_ *Builder, in Shape) (Shape, error) {
+	if len(in) != 3 || in[0] != b.C {
+		return nil, fmt.Errorf("BatchNorm2D: input shape %v, layer expects [%d, H, W]", in, b.C)
+	}
+	return in, nil
+}
+
+func (b *BatchNorm2D) frozen() bool { return !b.Weight.Trainable && !b.Bias.Trainable }
+
+// Forward: x [N, C, H, W] -> y [N, C, H, W].
+func (b *BatchNorm2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
+	sh := x.Shape()
+	n, hw := sh[0], sh[2]*sh[3]
+	y := b.out.get(n, Shape{b.C, sh[2], sh[3]})
+	xd, yd := f32(x), f32(y)
+	if cap(b.xhat) < len(xd) {
+		b.xhat = make([]float32, len(xd))
+	}
+	b.xhat = b.xhat[:len(xd)]
+	b.usedBatch = s.Train && !b.frozen()
+	m := float64(n * hw)
+	s.Pool.ParallelFor(b.C, func(lo, hi int) {
+		for c := lo; c < hi; c++ {
+			var mean, invstd float64
+			if b.usedBatch {
+				var sum float64
+				for i := 0; i < n; i++ {
+					for _, v := range xd[(i*b.C+c)*hw : (i*b.C+c+1)*hw] {
+						sum += float64(v)
+					}
+				}
+				mean = sum / m
+				var ss float64
+				for i := 0; i < n; i++ {
+					for _, v := range xd[(i*b.C+c)*hw : (i*b.C+c+1)*hw] {
+						d := float64(v) - mean
+						ss += d * d
+					}
+				}
+				variance := ss / m
+				invstd = 1 / math.Sqrt(variance+float64(b.Eps))
+				mom := float64(b.Momentum)
+				unbiased := variance
+				if m > 1 {
+					unbiased = ss / (m - 1)
+				}
+				b.RunningMean.Data[c] = float32((1-mom)*float64(b.RunningMean.Data[c]) + mom*mean)
+				b.RunningVar.Data[c] = float32((1-mom)*float64(b.RunningVar.Data[c]) + mom*unbiased)
+			} else {
+				mean = float64(b.RunningMean.Data[c])
+				invstd = 1 / math.Sqrt(float64(b.RunningVar.Data[c])+float64(b.Eps))
+			}
+			b.invstd[c] = float32(invstd)
+			g, be := b.Weight.Data[c], b.Bias.Data[c]
+			mf, is := float32(mean), float32(invstd)
+			for i := 0; i < n; i++ {
+				off := (i*b.C + c) * hw
+				xs, hs, ys := xd[off:off+hw], b.xhat[off:off+hw], yd[off:off+hw]
+				for j, v := range xs {
+					h := (v - mf) * is
+					hs[j] = h
+					ys[j] = h*g + be
+				}
+			}
+		}
+	})
+	if b.usedBatch {
+		b.NumBatches.Data[0]++
+	}
+	return y
+}
+
+// Backward: with batch statistics
+// dx = γ·invstd/M · (M·dy − Σdy − x̂·Σ(dy·x̂)); with running statistics
+// dx = γ·invstd·dy. dγ += Σ dy·x̂, dβ += Σ dy.
+func (b *BatchNorm2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense {
+	sh := dy.Shape()
+	n, hw := sh[0], sh[2]*sh[3]
+	dyd := f32(dy)
+	var dxd []float32
+	var dx *tensor.Dense
+	if needDx {
+		dx = b.dx.get(n, Shape{b.C, sh[2], sh[3]})
+		dxd = f32(dx)
+	}
+	m := float32(n * hw)
+	s.Pool.ParallelFor(b.C, func(lo, hi int) {
+		for c := lo; c < hi; c++ {
+			var sdy, sdyx float64
+			for i := 0; i < n; i++ {
+				off := (i*b.C + c) * hw
+				hs := b.xhat[off : off+hw]
+				for j, g := range dyd[off : off+hw] {
+					sdy += float64(g)
+					sdyx += float64(g) * float64(hs[j])
+				}
+			}
+			if b.Weight.Trainable {
+				b.Weight.Grad[c] += float32(sdyx)
+			}
+			if b.Bias.Trainable {
+				b.Bias.Grad[c] += float32(sdy)
+			}
+			if !needDx {
+				continue
+			}
+			k := b.Weight.Data[c] * b.invstd[c]
+			if !b.usedBatch {
+				for i := 0; i < n; i++ {
+					off := (i*b.C + c) * hw
+					for j, g := range dyd[off : off+hw] {
+						dxd[off+j] = k * g
+					}
+				}
+				continue
+			}
+			mdy, mdyx := float32(sdy)/m, float32(sdyx)/m
+			for i := 0; i < n; i++ {
+				off := (i*b.C + c) * hw
+				hs := b.xhat[off : off+hw]
+				for j, g := range dyd[off : off+hw] {
+					dxd[off+j] = k * (g - mdy - hs[j]*mdyx)
+				}
+			}
+		}
+	})
+	s.gradDone(b.Weight, b.Bias)
+	return dx
+}

@@ -1,0 +1,383 @@
+package nn
+
+import (
+	"fmt"
+	"math"
+
+	"gorgonia.org/tensor"
+)
+
+// PoolConfig configures MaxPool2D and AvgPool2D as PyTorch does. Stride 0
+// means stride = kernel. CountIncludePad applies to average pooling only
+// (PyTorch's default is true).
+type PoolConfig struct {
+	KH, KW           int
+	StrideH, StrideW int
+	PadH, PadW       int
+	CeilMode         bool
+	CountIncludePad  bool
+}
+
+// poolOut is PyTorch's pooling_output_shape: with ceil mode the last window
+// must still start inside the input or the left padding.
+func poolOut(in, k, pad, stride int, ceil bool) int {
+	num := in + 2*pad - (k - 1) - 1
+	if ceil {
+		num += stride - 1
+	}
+	out := num/stride + 1
+	if ceil && (out-1)*stride >= in+pad {
+		out--
+	}
+	return out
+}
+
+func (c *PoolConfig) fill() {
+	if c.StrideH == 0 {
+		c.StrideH = c.KH
+	}
+	if c.StrideW == 0 {
+		c.StrideW = c.KW
+	}
+}
+
+func (c PoolConfig) build(kind string, in Shape) (Shape, error) {
+	if len(in) != 3 {
+		return nil, fmt.Errorf("%s: input shape %v is not [C, H, W]", kind, in)
+	}
+	if c.KH <= 0 || c.KW <= 0 || c.StrideH <= 0 || c.StrideW <= 0 {
+		return nil, fmt.Errorf("%s: kernel %dx%d and stride %dx%d must be positive", kind, c.KH, c.KW, c.StrideH, c.StrideW)
+	}
+	if c.PadH*2 > c.KH || c.PadW*2 > c.KW {
+		return nil, fmt.Errorf("%s: padding %dx%d must be at most half the kernel %dx%d", kind, c.PadH, c.PadW, c.KH, c.KW)
+	}
+	oh, ow := poolOut(in[1], c.KH, c.PadH, c.StrideH, c.CeilMode), poolOut(in[2], c.KW, c.PadW, c.StrideW, c.CeilMode)
+	if oh <= 0 || ow <= 0 {
+		return nil, fmt.Errorf("%s: input shape %v is smaller than the %dx%d window: output would be %dx%d", kind, in, c.KH, c.KW, oh, ow)
+	}
+	return Shape{in[0], oh, ow}, nil
+}
+
+// MaxPool2D is nn.MaxPool2d (dilation 1). Forward remembers the argmax of
+// every window for backward.
+type MaxPool2D struct {
+	leaf
+	noParams
+	cfg     PoolConfig
+	in, os  Shape
+	out, dx buf
+	argmax  []int32
+}
+
+// NewMaxPool2D: square kernel k, stride s (0 = k), padding p.
+func NewMaxPool2D(k, s, p int, ceil bool) *MaxPool2D {
+	return NewMaxPool(PoolConfig{KH: k, KW: k, StrideH: s, StrideW: s, PadH: p, PadW: p, CeilMode: ceil})
+}
+
+// NewMaxPool takes the full configuration.
+func NewMaxPool(cfg PoolConfig) *MaxPool2D {
+	cfg.fill()
+	return &MaxPool2D{cfg: cfg}
+}
+
+func (*MaxPool2D) Kind() string { return "MaxPool2D" }
+
+func (m *MaxPool2D) Build(b *Builder, in Shape) (Shape, error) {
+	out, err := m.cfg.build("MaxPool2D", in)
+	m.in, m.os = in, out
+	return out, err
+}
+
+// Forward: x [N, C, H, W] -> y [N, C, OH, OW]; padding acts as −∞.
+func (m *MaxPool2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
+	n := batch(x)
+	y := m.out.get(n, m.os)
+	xd, yd := f32(x), f32(y)
+	if cap(m.argmax) < len(yd) {
+		m.argmax = make([]int32, len(yd))
+	}
+	m.argmax = m.argmax[:len(yd)]
+	c := m.cfg
+	H, W, OH, OW := m.in[1], m.in[2], m.os[1], m.os[2]
+	planes := n * m.in[0]
+	s.Pool.ParallelFor(planes, func(lo, hi int) {
+		for p := lo; p < hi; p++ {
+			xp := xd[p*H*W : (p+1)*H*W]
+			for oy := 0; oy < OH; oy++ {
+				y0 := oy*c.StrideH - c.PadH
+				y1 := min(y0+c.KH, H)
+				y0 = max(y0, 0)
+				for ox := 0; ox < OW; ox++ {
+					x0 := ox*c.StrideW - c.PadW
+					x1 := min(x0+c.KW, W)
+					x0 = max(x0, 0)
+					best, arg := float32(math.Inf(-1)), int32(-1)
+					for iy := y0; iy < y1; iy++ {
+						for ix := x0; ix < x1; ix++ {
+							v := xp[iy*W+ix]
+							if v > best || arg < 0 || v != v { // NaN wins, as in PyTorch
+								best, arg = v, int32(iy*W+ix)
+							}
+						}
+					}
+					o := p*OH*OW + oy*OW + ox
+					yd[o], m.argmax[o] = best, arg
+				}
+			}
+		}
+	})
+	return y
+}
+
+// Backward routes each output gradient to its window's argmax.
+func (m *MaxPool2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense {
+	if !needDx {
+		return nil
+	}
+	n := batch(dy)
+	dx := m.dx.zeroed(n, m.in)
+	dxd, dyd := f32(dx), f32(dy)
+	hw, ohw := m.in[1]*m.in[2], m.os[1]*m.os[2]
+	s.Pool.ParallelFor(n*m.in[0], func(lo, hi int) {
+		for p := lo; p < hi; p++ {
+			dxp := dxd[p*hw : (p+1)*hw]
+			for o := p * ohw; o < (p+1)*ohw; o++ {
+				if a := m.argmax[o]; a >= 0 {
+					dxp[a] += dyd[o]
+				}
+			}
+		}
+	})
+	return dx
+}
+
+// AvgPool2D is nn.AvgPool2d with ceil_mode and count_include_pad.
+type AvgPool2D struct {
+	leaf
+	noParams
+	cfg     PoolConfig
+	in, os  Shape
+	out, dx buf
+	div     []float32 // divisor per output position (shared by all planes)
+}
+
+// NewAvgPool2D: square kernel k, stride s (0 = k), padding p, counting the
+// padding in the divisor as PyTorch's default.
+func NewAvgPool2D(k, s, p int) *AvgPool2D {
+	return NewAvgPool(PoolConfig{KH: k, KW: k, StrideH: s, StrideW: s, PadH: p, PadW: p, CountIncludePad: true})
+}
+
+// NewAvgPool takes the full configuration.
+func NewAvgPool(cfg PoolConfig) *AvgPool2D {
+	cfg.fill()
+	return &AvgPool2D{cfg: cfg}
+}
+
+func (*AvgPool2D) Kind() string { return "AvgPool2D" }
+
+func (a *AvgPool2D) Build(b *Builder, in Shape) (Shape, error) {
+	out, err := a.cfg.build("AvgPool2D", in)
+	if err != nil {
+		return nil, err
+	}
+	a.in, a.os = in, out
+	c := a.cfg
+	H, W := in[1], in[2]
+	a.div = make([]float32, out[1]*out[2])
+	for oy := 0; oy < out[1]; oy++ {
+		for ox := 0; ox < out[2]; ox++ {
+			y0, x0 := oy*c.StrideH-c.PadH, ox*c.StrideW-c.PadW
+			y1, x1 := min(y0+c.KH, H+c.PadH), min(x0+c.KW, W+c.PadW)
+			size := (y1 - y0) * (x1 - x0)
+			if !c.CountIncludePad {
+				size = (min(y1, H) - max(y0, 0)) * (min(x1, W) - max(x0, 0))
+			}
+			a.div[oy*out[2]+ox] = float32(size)
+		}
+	}
+	return out, nil
+}
+
+func (a *AvgPool2D) window(oy, ox int) (y0, y1, x0, x1 int) {
+	c := a.cfg
+	y0, x0 = oy*c.StrideH-c.PadH, ox*c.StrideW-c.PadW
+	y1, x1 = min(y0+c.KH, a.in[1]), min(x0+c.KW, a.in[2])
+	return max(y0, 0), y1, max(x0, 0), x1
+}
+
+// Forward: x [N, C, H, W] -> y [N, C, OH, OW].
+func (a *AvgPool2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
+	n := batch(x)
+	y := a.out.get(n, a.os)
+	xd, yd := f32(x), f32(y)
+	H, W, OH, OW := a.in[1], a.in[2], a.os[1], a.os[2]
+	s.Pool.ParallelFor(n*a.in[0], func(lo, hi int) {
+		for p := lo; p < hi; p++ {
+			xp := xd[p*H*W : (p+1)*H*W]
+			for oy := 0; oy < OH; oy++ {
+				for ox := 0; ox < OW; ox++ {
+					y0, y1, x0, x1 := a.window(oy, ox)
+					var sum float32
+					for iy := y0; iy < y1; iy++ {
+						for _, v := range xp[iy*W+x0 : iy*W+x1] {
+							sum += v
+						}
+					}
+					yd[p*OH*OW+oy*OW+ox] = sum / a.div[oy*OW+ox]
+				}
+			}
+		}
+	})
+	return y
+}
+
+func (a *AvgPool2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense {
+	if !needDx {
+		return nil
+	}
+	n := batch(dy)
+	dx := a.dx.zeroed(n, a.in)
+	dxd, dyd := f32(dx), f32(dy)
+	H, W, OH, OW := a.in[1], a.in[2], a.os[1], a.os[2]
+	s.Pool.ParallelFor(n*a.in[0], func(lo, hi int) {
+		for p := lo; p < hi; p++ {
+			dxp := dxd[p*H*W : (p+1)*H*W]
+			for oy := 0; oy < OH; oy++ {
+				for ox := 0; ox < OW; ox++ {
+					y0, y1, x0, x1 := a.window(oy, ox)
+					g := dyd[p*OH*OW+oy*OW+ox] / a.div[oy*OW+ox]
+					for iy := y0; iy < y1; iy++ {
+						row := dxp[iy*W+x0 : iy*W+x1]
+						for j := range row {
+							row[j] += g
+						}
+					}
+				}
+			}
+		}
+	})
+	return dx
+}
+
+// AdaptivePool2D is nn.AdaptiveAvgPool2d / AdaptiveMaxPool2d: output OH×OW,
+// window i covering [⌊i·H/OH⌋, ⌈(i+1)·H/OH⌉). OH=OW=1 is global pooling.
+type AdaptivePool2D struct {
+	leaf
+	noParams
+	OH, OW  int
+	Max     bool
+	in      Shape
+	out, dx buf
+	argmax  []int32
+}
+
+// NewAdaptiveAvgPool2D pools to oh×ow by averaging.
+func NewAdaptiveAvgPool2D(oh, ow int) *AdaptivePool2D { return &AdaptivePool2D{OH: oh, OW: ow} }
+
+// NewAdaptiveMaxPool2D pools to oh×ow by maximum.
+func NewAdaptiveMaxPool2D(oh, ow int) *AdaptivePool2D {
+	return &AdaptivePool2D{OH: oh, OW: ow, Max: true}
+}
+
+func (a *AdaptivePool2D) Kind() string {
+	if a.Max {
+		return "AdaptiveMaxPool2D"
+	}
+	return "AdaptiveAvgPool2D"
+}
+
+func (a *AdaptivePool2D) Build(b *Builder, in Shape) (Shape, error) {
+	if len(in) != 3 {
+		return nil, fmt.Errorf("%s: input shape %v is not [C, H, W]", a.Kind(), in)
+	}
+	if a.OH <= 0 || a.OW <= 0 {
+		return nil, fmt.Errorf("%s: output size %dx%d must be positive", a.Kind(), a.OH, a.OW)
+	}
+	a.in = in
+	return Shape{in[0], a.OH, a.OW}, nil
+}
+
+func adaptiveRange(i, in, out int) (int, int) {
+	return i * in / out, ((i+1)*in + out - 1) / out
+}
+
+func (a *AdaptivePool2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
+	n := batch(x)
+	y := a.out.get(n, Shape{a.in[0], a.OH, a.OW})
+	xd, yd := f32(x), f32(y)
+	H, W := a.in[1], a.in[2]
+	if a.Max {
+		if cap(a.argmax) < len(yd) {
+			a.argmax = make([]int32, len(yd))
+		}
+		a.argmax = a.argmax[:len(yd)]
+	}
+	s.Pool.ParallelFor(n*a.in[0], func(lo, hi int) {
+		for p := lo; p < hi; p++ {
+			xp := xd[p*H*W : (p+1)*H*W]
+			for oy := 0; oy < a.OH; oy++ {
+				y0, y1 := adaptiveRange(oy, H, a.OH)
+				for ox := 0; ox < a.OW; ox++ {
+					x0, x1 := adaptiveRange(ox, W, a.OW)
+					o := p*a.OH*a.OW + oy*a.OW + ox
+					if a.Max {
+						best, arg := float32(math.Inf(-1)), int32(-1)
+						for iy := y0; iy < y1; iy++ {
+							for ix := x0; ix < x1; ix++ {
+								if v := xp[iy*W+ix]; v > best || arg < 0 || v != v {
+									best, arg = v, int32(iy*W+ix)
+								}
+							}
+						}
+						yd[o], a.argmax[o] = best, arg
+						continue
+					}
+					var sum float32
+					for iy := y0; iy < y1; iy++ {
+						for _, v := range xp[iy*W+x0 : iy*W+x1] {
+							sum += v
+						}
+					}
+					yd[o] = sum / float32((y1-y0)*(x1-x0))
+				}
+			}
+		}
+	})
+	return y
+}
+
+func (a *AdaptivePool2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense {
+	if !needDx {
+		return nil
+	}
+	n := batch(dy)
+	dx := a.dx.zeroed(n, a.in)
+	dxd, dyd := f32(dx), f32(dy)
+	H, W := a.in[1], a.in[2]
+	s.Pool.ParallelFor(n*a.in[0], func(lo, hi int) {
+		for p := lo; p < hi; p++ {
+			dxp := dxd[p*H*W : (p+1)*H*W]
+			for oy := 0; oy < a.OH; oy++ {
+				y0, y1 := adaptiveRange(oy, H, a.OH)
+				for ox := 0; ox < a.OW; ox++ {
+					x0, x1 := adaptiveRange(ox, W, a.OW)
+					o := p*a.OH*a.OW + oy*a.OW + ox
+					if a.Max {
+						if arg := a.argmax[o]; arg >= 0 {
+							dxp[arg] += dyd[o]
+						}
+						continue
+					}
+					g := dyd[o] / float32((y1-y0)*(x1-x0))
+					for iy := y0; iy < y1; iy++ {
+						row := dxp[iy*W+x0 : iy*W+x1]
+						for j := range row {
+							row[j] += g
+						}
+					}
+				}
+			}
+		}
+	})
+	return dx
+}

@@ -1,0 +1,220 @@
+// Package optim updates a model's weights from its gradients: SGD (momentum,
+// Nesterov, weight decay), Adam and AdamW as PyTorch defines them, and the
+// learning-rate schedules used to train the reference CNNs.
+//
+// Optimizers work on the model's flat weight and gradient arenas, so their
+// state is flat too; frozen parameters are skipped (PyTorch skips
+// parameters whose grad is None).
+package optim
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/ringtrain/ringtrain/nn"
+)
+
+// Optimizer applies one update with the given learning rate.
+type Optimizer interface {
+	Step(lr float64)
+	// State returns named optimizer buffers (for checkpoints); the slices
+	// alias the optimizer's memory: writing them restores state.
+	State() []Slot
+	// Steps is how many updates have been applied.
+	Steps() int
+	// SetSteps restores the update count (Adam's bias correction needs it).
+	SetSteps(int)
+}
+
+// Slot is one named buffer of optimizer state, laid out like the weights
+// arena (Data aliases the optimizer's memory).
+type Slot struct {
+	Name string
+	Data []float32
+}
+
+// SGDConfig is torch.optim.SGD's arguments.
+type SGDConfig struct {
+	Momentum, Dampening, WeightDecay float64
+	Nesterov                         bool
+	// NoDecayOnBiasAndBN skips weight decay for biases and BN parameters
+	// (param.NoDecay), as Goyal et al. (2017) recommend.
+	NoDecayOnBiasAndBN bool
+}
+
+// Validate rejects configurations PyTorch rejects too.
+func (c SGDConfig) Validate() error {
+	switch {
+	case c.Momentum < 0:
+		return fmt.Errorf("sgd: momentum %v < 0", c.Momentum)
+	case c.WeightDecay < 0:
+		return fmt.Errorf("sgd: weight decay %v < 0", c.WeightDecay)
+	case c.Nesterov && (c.Momentum <= 0 || c.Dampening != 0):
+		return fmt.Errorf("sgd: Nesterov momentum requires a momentum and zero dampening")
+	}
+	return nil
+}
+
+// SGD is stochastic gradient descent with momentum.
+type SGD struct {
+	cfg   SGDConfig
+	model *nn.Model
+	buf   []float32 // momentum buffer, one per weight element
+	steps int
+}
+
+// NewSGD makes an SGD optimizer over m's weights.
+func NewSGD(m *nn.Model, cfg SGDConfig) (*SGD, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &SGD{cfg: cfg, model: m}
+	if cfg.Momentum != 0 {
+		s.buf = make([]float32, len(m.Data))
+	}
+	return s, nil
+}
+
+func (s *SGD) Steps() int     { return s.steps }
+func (s *SGD) SetSteps(n int) { s.steps = n }
+func (s *SGD) State() []Slot {
+	if s.buf == nil {
+		return nil
+	}
+	return []Slot{{Name: "momentum_buffer", Data: s.buf}}
+}
+
+// Step: g = grad + wd·w; b = μ·b + (1−τ)·g (b = g on the first step);
+// g = g + μ·b (Nesterov) or b; w −= lr·g.
+func (s *SGD) Step(lr float64) {
+	c := s.cfg
+	off := 0
+	for _, p := range s.model.Weights {
+		n := len(p.Data)
+		if !p.Trainable {
+			off += n
+			continue
+		}
+		wd := float32(c.WeightDecay)
+		if c.NoDecayOnBiasAndBN && p.NoDecay {
+			wd = 0
+		}
+		mu, damp, lr32 := float32(c.Momentum), float32(1-c.Dampening), float32(lr)
+		var b []float32
+		if s.buf != nil {
+			b = s.buf[off : off+n]
+		}
+		w, g := p.Data, p.Grad
+		for i := range w {
+			d := g[i]
+			if wd != 0 {
+				d += wd * w[i]
+			}
+			if b != nil {
+				if s.steps == 0 {
+					b[i] = d
+				} else {
+					b[i] = mu*b[i] + damp*d
+				}
+				if c.Nesterov {
+					d += mu * b[i]
+				} else {
+					d = b[i]
+				}
+			}
+			w[i] -= lr32 * d
+		}
+		off += n
+	}
+	s.steps++
+}
+
+// AdamConfig is torch.optim.Adam / AdamW's arguments. Decoupled selects
+// AdamW (decay applied to the weights, not folded into the gradient).
+type AdamConfig struct {
+	Beta1, Beta2, Eps, WeightDecay float64
+	Decoupled                      bool
+	NoDecayOnBiasAndBN             bool
+}
+
+// DefaultAdam is PyTorch's Adam default; AdamW's default weight decay is 0.01.
+func DefaultAdam() AdamConfig { return AdamConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8} }
+
+// Validate checks the ranges PyTorch checks.
+func (c AdamConfig) Validate() error {
+	switch {
+	case c.Beta1 < 0 || c.Beta1 >= 1:
+		return fmt.Errorf("adam: beta1 %v outside [0, 1)", c.Beta1)
+	case c.Beta2 < 0 || c.Beta2 >= 1:
+		return fmt.Errorf("adam: beta2 %v outside [0, 1)", c.Beta2)
+	case c.Eps < 0:
+		return fmt.Errorf("adam: eps %v < 0", c.Eps)
+	case c.WeightDecay < 0:
+		return fmt.Errorf("adam: weight decay %v < 0", c.WeightDecay)
+	}
+	return nil
+}
+
+// Adam is Adam or AdamW.
+type Adam struct {
+	cfg   AdamConfig
+	model *nn.Model
+	m, v  []float32
+	steps int
+}
+
+// NewAdam makes Adam (or AdamW when cfg.Decoupled) over m's weights.
+func NewAdam(m *nn.Model, cfg AdamConfig) (*Adam, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Adam{cfg: cfg, model: m, m: make([]float32, len(m.Data)), v: make([]float32, len(m.Data))}, nil
+}
+
+func (a *Adam) Steps() int     { return a.steps }
+func (a *Adam) SetSteps(n int) { a.steps = n }
+func (a *Adam) State() []Slot {
+	return []Slot{{Name: "exp_avg", Data: a.m}, {Name: "exp_avg_sq", Data: a.v}}
+}
+
+// Step follows torch.optim.Adam(W) (non-amsgrad, single-tensor path).
+func (a *Adam) Step(lr float64) {
+	c := a.cfg
+	a.steps++
+	t := float64(a.steps)
+	bc1 := 1 - math.Pow(c.Beta1, t)
+	bc2 := 1 - math.Pow(c.Beta2, t)
+	stepSize := float32(lr / bc1)
+	sqrtBC2 := float32(math.Sqrt(bc2))
+	b1, b2, eps := float32(c.Beta1), float32(c.Beta2), float32(c.Eps)
+	off := 0
+	for _, p := range a.model.Weights {
+		n := len(p.Data)
+		if !p.Trainable {
+			off += n
+			continue
+		}
+		wd := float32(c.WeightDecay)
+		if c.NoDecayOnBiasAndBN && p.NoDecay {
+			wd = 0
+		}
+		m, v := a.m[off:off+n], a.v[off:off+n]
+		w, g := p.Data, p.Grad
+		decay := float32(1 - lr*float64(wd))
+		for i := range w {
+			d := g[i]
+			if wd != 0 {
+				if c.Decoupled {
+					w[i] *= decay
+				} else {
+					d += wd * w[i]
+				}
+			}
+			m[i] = m[i]*b1 + (1-b1)*d // torch: exp_avg.lerp_(grad, 1-beta1)
+			v[i] = v[i]*b2 + (1-b2)*d*d
+			denom := float32(math.Sqrt(float64(v[i])))/sqrtBC2 + eps
+			w[i] -= stepSize * m[i] / denom
+		}
+		off += n
+	}
+}
