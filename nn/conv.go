@@ -35,8 +35,6 @@ type Conv2D struct {
 	direct       bool // 1×1, stride 1, no padding: no im2col needed
 	out, dx      buf
 	x            *tensor.Dense
-	cols         [][]float32 // per-thread im2col scratch
-	dcols        [][]float32
 }
 
 var _ Module = (*Conv2D)(nil)
@@ -120,20 +118,6 @@ func (c *Conv2D) Build(b *Builder, in Shape) (Shape, error) {
 	return Shape{cfg.Out, g.OH, g.OW}, nil
 }
 
-// scratch returns per-thread column buffers of the im2col size.
-func scratch(bufs *[][]float32, threads, size int) [][]float32 {
-	if len(*bufs) < threads {
-		*bufs = append(*bufs, make([][]float32, threads-len(*bufs))...)
-	}
-	for i := 0; i < threads; i++ {
-		if cap((*bufs)[i]) < size {
-			(*bufs)[i] = make([]float32, size)
-		}
-		(*bufs)[i] = (*bufs)[i][:size]
-	}
-	return *bufs
-}
-
 // Forward: x [N, In, H, W] -> y [N, Out, OH, OW].
 func (c *Conv2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 	c.x = x
@@ -151,7 +135,7 @@ func (c *Conv2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 	if !perSample {
 		inner = s.Pool
 	}
-	cols := scratch(&c.cols, threads, kg*ohw)
+	cols := s.scratch(threads, kg*ohw)
 	run := func(tid, lo, hi int) {
 		col := cols[tid]
 		for i := lo; i < hi; i++ {
@@ -210,7 +194,7 @@ func (c *Conv2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense
 	if wantW {
 		// Weight gradient: a reduction over samples, so loop samples and let
 		// the GEMM use the pool.
-		col := scratch(&c.cols, 1, kg*ohw)[0]
+		col := s.scratch(1, kg*ohw)[0]
 		for i := 0; i < n; i++ {
 			xi, dyi := xd[i*inSz:(i+1)*inSz], dyd[i*outSz:(i+1)*outSz]
 			for gi := 0; gi < cfg.Groups; gi++ {
@@ -237,7 +221,7 @@ func (c *Conv2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense
 	if !perSample {
 		inner = s.Pool
 	}
-	dcols := scratch(&c.dcols, threads, kg*ohw)
+	dcols := s.scratch(threads, kg*ohw)
 	run := func(tid, lo, hi int) {
 		dcol := dcols[tid]
 		for i := lo; i < hi; i++ {
