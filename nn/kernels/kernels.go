@@ -40,21 +40,24 @@ func Im2col(g ConvGeom, img, col []float32) {
 		for ki := 0; ki < g.KH; ki++ {
 			for kj := 0; kj < g.KW; kj++ {
 				row := col[((c*g.KH+ki)*g.KW+kj)*ohw:][:ohw]
+				off := kj*g.DW - g.PW // ix = ox·SW + off
+				lo, hi := validRange(g.OW, g.SW, off, g.W)
 				for oy := 0; oy < g.OH; oy++ {
 					iy := oy*g.SH - g.PH + ki*g.DH
 					dst := row[oy*g.OW:][:g.OW]
-					if iy < 0 || iy >= g.H {
+					if iy < 0 || iy >= g.H || lo >= hi {
 						clear(dst)
 						continue
 					}
 					src := img[(c*g.H+iy)*g.W:][:g.W]
-					for ox := range dst {
-						ix := ox*g.SW - g.PW + kj*g.DW
-						if ix < 0 || ix >= g.W {
-							dst[ox] = 0
-						} else {
-							dst[ox] = src[ix]
-						}
+					clear(dst[:lo])
+					clear(dst[hi:])
+					if g.SW == 1 {
+						copy(dst[lo:hi], src[lo+off:hi+off])
+						continue
+					}
+					for ox := lo; ox < hi; ox++ {
+						dst[ox] = src[ox*g.SW+off]
 					}
 				}
 			}
@@ -70,21 +73,43 @@ func Col2im(g ConvGeom, col, img []float32) {
 		for ki := 0; ki < g.KH; ki++ {
 			for kj := 0; kj < g.KW; kj++ {
 				row := col[((c*g.KH+ki)*g.KW+kj)*ohw:][:ohw]
+				off := kj*g.DW - g.PW
+				lo, hi := validRange(g.OW, g.SW, off, g.W)
+				if lo >= hi {
+					continue
+				}
 				for oy := 0; oy < g.OH; oy++ {
 					iy := oy*g.SH - g.PH + ki*g.DH
 					if iy < 0 || iy >= g.H {
 						continue
 					}
 					dst := img[(c*g.H+iy)*g.W:][:g.W]
-					src := row[oy*g.OW:][:g.OW]
-					for ox, v := range src {
-						ix := ox*g.SW - g.PW + kj*g.DW
-						if ix >= 0 && ix < g.W {
-							dst[ix] += v
+					src := row[oy*g.OW:][lo:hi]
+					if g.SW == 1 {
+						d := dst[lo+off : hi+off]
+						for i, v := range src {
+							d[i] += v
 						}
+						continue
+					}
+					for i, v := range src {
+						dst[(lo+i)*g.SW+off] += v
 					}
 				}
 			}
 		}
 	}
+}
+
+// validRange returns the outputs [lo,hi) of a sweep of n positions whose
+// input index ox·stride + off lies in [0, size); lo ≤ hi, both in [0, n].
+func validRange(n, stride, off, size int) (lo, hi int) {
+	if off < 0 {
+		lo = (-off + stride - 1) / stride
+	}
+	if size-off > 0 {
+		hi = (size - off + stride - 1) / stride // first ox with ox·stride+off ≥ size
+	}
+	lo, hi = min(lo, n), min(hi, n)
+	return lo, max(lo, hi)
 }

@@ -1,0 +1,248 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// convGeoms covers strides, padding, dilation, non-square and empty-ish cases.
+var convGeoms = []ConvGeom{
+	NewConvGeom(1, 5, 5, 3, 3, 1, 1, 0, 0, 1, 1),
+	NewConvGeom(3, 8, 7, 3, 3, 1, 1, 1, 1, 1, 1),
+	NewConvGeom(2, 9, 11, 5, 3, 2, 1, 2, 1, 1, 1),
+	NewConvGeom(4, 12, 10, 3, 3, 2, 3, 1, 0, 2, 1),
+	NewConvGeom(2, 7, 7, 1, 1, 2, 2, 0, 0, 1, 1),
+	NewConvGeom(3, 10, 10, 3, 2, 1, 1, 3, 4, 3, 2),
+	NewConvGeom(1, 4, 4, 7, 7, 1, 1, 3, 3, 1, 1),
+	NewConvGeom(3, 16, 16, 11, 11, 4, 4, 2, 2, 1, 1),
+	NewConvGeom(2, 3, 3, 2, 2, 3, 3, 5, 5, 1, 1),
+}
+
+// convDirect is the textbook convolution: out[o][oy][ox] = Σ w·img.
+func convDirect(g ConvGeom, img, w []float32, cout int) []float32 {
+	out := make([]float32, cout*g.OH*g.OW)
+	for o := 0; o < cout; o++ {
+		for oy := 0; oy < g.OH; oy++ {
+			for ox := 0; ox < g.OW; ox++ {
+				var s float64
+				for c := 0; c < g.C; c++ {
+					for ki := 0; ki < g.KH; ki++ {
+						for kj := 0; kj < g.KW; kj++ {
+							iy, ix := oy*g.SH-g.PH+ki*g.DH, ox*g.SW-g.PW+kj*g.DW
+							if iy < 0 || iy >= g.H || ix < 0 || ix >= g.W {
+								continue
+							}
+							s += float64(w[((o*g.C+c)*g.KH+ki)*g.KW+kj]) * float64(img[(c*g.H+iy)*g.W+ix])
+						}
+					}
+				}
+				out[(o*g.OH+oy)*g.OW+ox] = float32(s)
+			}
+		}
+	}
+	return out
+}
+
+// convInputGradDirect is the gradient of convDirect wrt img given dOut.
+func convInputGradDirect(g ConvGeom, w, dout []float32, cout int) []float32 {
+	din := make([]float32, g.C*g.H*g.W)
+	for o := 0; o < cout; o++ {
+		for oy := 0; oy < g.OH; oy++ {
+			for ox := 0; ox < g.OW; ox++ {
+				d := dout[(o*g.OH+oy)*g.OW+ox]
+				for c := 0; c < g.C; c++ {
+					for ki := 0; ki < g.KH; ki++ {
+						for kj := 0; kj < g.KW; kj++ {
+							iy, ix := oy*g.SH-g.PH+ki*g.DH, ox*g.SW-g.PW+kj*g.DW
+							if iy >= 0 && iy < g.H && ix >= 0 && ix < g.W {
+								din[(c*g.H+iy)*g.W+ix] += w[((o*g.C+c)*g.KH+ki)*g.KW+kj] * d
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	return din
+}
+
+func TestIm2colConvMatchesDirect(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 5))
+	p := NewPool(2)
+	defer p.Close()
+	for _, g := range convGeoms {
+		t.Run(fmt.Sprintf("%+v", g), func(t *testing.T) {
+			const cout = 5
+			img, w := randSlice(rng, g.C*g.H*g.W), randSlice(rng, cout*g.ColRows())
+			col := randSlice(rng, g.ColRows()*g.ColCols()) // garbage: Im2col must overwrite
+			Im2col(g, img, col)
+			got := make([]float32, cout*g.ColCols())
+			p.Sgemm(false, false, cout, g.ColCols(), g.ColRows(), 1, w, g.ColRows(), col, g.ColCols(), 0, got, g.ColCols())
+			assertClose(t, got, convDirect(g, img, w, cout), 1e-5)
+
+			// backward: dcol = Wᵀ·dout, then Col2im accumulates into din.
+			dout := randSlice(rng, cout*g.ColCols())
+			dcol := make([]float32, g.ColRows()*g.ColCols())
+			p.Sgemm(true, false, g.ColRows(), g.ColCols(), cout, 1, w, g.ColRows(), dout, g.ColCols(), 0, dcol, g.ColCols())
+			din := make([]float32, g.C*g.H*g.W)
+			for i := range din {
+				din[i] = 1 // Col2im accumulates: start from 1
+			}
+			Col2im(g, dcol, din)
+			want := convInputGradDirect(g, w, dout, cout)
+			for i := range want {
+				want[i]++
+			}
+			assertClose(t, din, want, 1e-5)
+		})
+	}
+}
+
+// TestIm2colAdjoint checks ⟨Im2col(x), y⟩ = ⟨x, Col2im(y)⟩ for every geometry.
+func TestIm2colAdjoint(t *testing.T) {
+	rng := rand.New(rand.NewPCG(2, 5))
+	for _, g := range convGeoms {
+		x, y := randSlice(rng, g.C*g.H*g.W), randSlice(rng, g.ColRows()*g.ColCols())
+		col := make([]float32, len(y))
+		Im2col(g, x, col)
+		img := make([]float32, len(x))
+		Col2im(g, y, img)
+		var l, r float64
+		for i := range y {
+			l += float64(col[i]) * float64(y[i])
+		}
+		for i := range x {
+			r += float64(x[i]) * float64(img[i])
+		}
+		if math.Abs(l-r) > 1e-4*(1+math.Abs(l)) {
+			t.Errorf("%+v: <Im2col x, y> = %g, <x, Col2im y> = %g", g, l, r)
+		}
+	}
+}
+
+func TestValidRange(t *testing.T) {
+	tests := []struct{ n, stride, off, size, lo, hi int }{
+		{5, 1, 0, 5, 0, 5},
+		{5, 1, -1, 5, 1, 5},
+		{5, 1, 1, 5, 0, 4},
+		{4, 2, -3, 7, 2, 4},
+		{3, 3, -5, 3, 2, 3},
+		{3, 1, 10, 5, 0, 0},
+		{3, 1, -10, 5, 3, 3},
+	}
+	for _, tt := range tests {
+		lo, hi := validRange(tt.n, tt.stride, tt.off, tt.size)
+		if lo != tt.lo || hi != tt.hi {
+			t.Errorf("validRange(%d,%d,%d,%d) = [%d,%d), want [%d,%d)", tt.n, tt.stride, tt.off, tt.size, lo, hi, tt.lo, tt.hi)
+		}
+		for ox := 0; ox < tt.n; ox++ {
+			ix := ox*tt.stride + tt.off
+			if in := ix >= 0 && ix < tt.size; in != (ox >= lo && ox < hi) {
+				t.Errorf("validRange(%d,%d,%d,%d): ox=%d inside=%v disagrees with [%d,%d)", tt.n, tt.stride, tt.off, tt.size, ox, in, lo, hi)
+			}
+		}
+	}
+}
+
+func BenchmarkIm2col(b *testing.B) {
+	for _, g := range []ConvGeom{
+		NewConvGeom(64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1), // ResNet 3×3
+		NewConvGeom(3, 224, 224, 7, 7, 2, 2, 3, 3, 1, 1), // ResNet stem
+	} {
+		img := make([]float32, g.C*g.H*g.W)
+		col := make([]float32, g.ColRows()*g.ColCols())
+		b.Run(fmt.Sprintf("C%dH%dK%dS%d", g.C, g.H, g.KH, g.SH), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(4 * len(col)))
+			for b.Loop() {
+				Im2col(g, img, col)
+			}
+		})
+		b.Run(fmt.Sprintf("col2im/C%dH%dK%dS%d", g.C, g.H, g.KH, g.SH), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(4 * len(col)))
+			for b.Loop() {
+				Col2im(g, col, img)
+			}
+		})
+	}
+}
+
+// im2colRef and col2imRef are the original per-element implementations;
+// the fast ones must match them bit for bit.
+func im2colRef(g ConvGeom, img, col []float32) {
+	ohw := g.OH * g.OW
+	for c := 0; c < g.C; c++ {
+		for ki := 0; ki < g.KH; ki++ {
+			for kj := 0; kj < g.KW; kj++ {
+				row := col[((c*g.KH+ki)*g.KW+kj)*ohw:][:ohw]
+				for oy := 0; oy < g.OH; oy++ {
+					iy := oy*g.SH - g.PH + ki*g.DH
+					dst := row[oy*g.OW:][:g.OW]
+					for ox := range dst {
+						ix := ox*g.SW - g.PW + kj*g.DW
+						if iy < 0 || iy >= g.H || ix < 0 || ix >= g.W {
+							dst[ox] = 0
+						} else {
+							dst[ox] = img[(c*g.H+iy)*g.W+ix]
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func col2imRef(g ConvGeom, col, img []float32) {
+	ohw := g.OH * g.OW
+	for c := 0; c < g.C; c++ {
+		for ki := 0; ki < g.KH; ki++ {
+			for kj := 0; kj < g.KW; kj++ {
+				for oy := 0; oy < g.OH; oy++ {
+					for ox := 0; ox < g.OW; ox++ {
+						iy, ix := oy*g.SH-g.PH+ki*g.DH, ox*g.SW-g.PW+kj*g.DW
+						if iy >= 0 && iy < g.H && ix >= 0 && ix < g.W {
+							img[(c*g.H+iy)*g.W+ix] += col[((c*g.KH+ki)*g.KW+kj)*ohw+oy*g.OW+ox]
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestIm2colMatchesReferenceExactly(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 5))
+	for _, g := range convGeoms {
+		img := randSlice(rng, g.C*g.H*g.W)
+		got, want := randSlice(rng, g.ColRows()*g.ColCols()), make([]float32, g.ColRows()*g.ColCols())
+		Im2col(g, img, got)
+		im2colRef(g, img, want)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%+v: Im2col col[%d] = %g, reference %g", g, i, got[i], want[i])
+			}
+		}
+		base := randSlice(rng, len(img))
+		gotImg, wantImg := append([]float32(nil), base...), append([]float32(nil), base...)
+		Col2im(g, want, gotImg)
+		col2imRef(g, want, wantImg)
+		for i := range wantImg {
+			if gotImg[i] != wantImg[i] {
+				t.Fatalf("%+v: Col2im img[%d] = %g, reference %g", g, i, gotImg[i], wantImg[i])
+			}
+		}
+	}
+}
+
+func BenchmarkIm2colRef(b *testing.B) {
+	g := NewConvGeom(64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1)
+	img := make([]float32, g.C*g.H*g.W)
+	col := make([]float32, g.ColRows()*g.ColCols())
+	b.SetBytes(int64(4 * len(col)))
+	for b.Loop() {
+		im2colRef(g, img, col)
+	}
+}
