@@ -148,7 +148,7 @@ func TestValidRange(t *testing.T) {
 
 func BenchmarkIm2col(b *testing.B) {
 	for _, g := range []ConvGeom{
-		NewConvGeom(64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1), // ResNet 3×3
+		NewConvGeom(64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1),  // ResNet 3×3
 		NewConvGeom(3, 224, 224, 7, 7, 2, 2, 3, 3, 1, 1), // ResNet stem
 	} {
 		img := make([]float32, g.C*g.H*g.W)
