@@ -1,0 +1,123 @@
+#!/usr/bin/python3
+"""Side-by-side SGEMM throughput: ringtrain's nn/kernels vs OpenBLAS (numpy) vs torch.mm.
+
+Run from the repository root with the system python (Debian python3-numpy, python3-torch):
+
+    /usr/bin/python3 scripts/bench_gemm.py [--sizes 512,1024,2048] [--threads 2] [--rounds 5] [--reps 5]
+
+The three libraries are measured in interleaved rounds (ours, OpenBLAS, torch, ours, ...) so
+that the noise of a shared machine hits all of them alike. Each measurement is the best wall
+time of --reps calls after a warm-up; the table reports, per library, the best and the median
+over rounds, and the ratios of ours to the others (best/best and median/median).
+OpenBLAS is forced to its SkylakeX kernels (OPENBLAS_CORETYPE=SkylakeX): it mis-detects this
+CPU otherwise. Ours runs as a subprocess: nn/kernels/internal/gemmbench (built once with
+`go build`), or `--ringtrain BIN` to use `BIN bench gemm` instead.
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="512,1024,2048")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--ringtrain", default="", help="ringtrain binary to run `bench gemm` with (default: build gemmbench)")
+    p.add_argument("--kernels", default="", help="our kernel path (generic|avx2|avx512), default best")
+    return p.parse_args()
+
+
+def main():
+    args = parse_args()
+    # Must be set before numpy/torch load their BLAS.
+    os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+    os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    import numpy as np
+    import torch
+    torch.set_num_threads(args.threads)
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    ours_cmd = build_ours(args)
+
+    def bench_ours(n):
+        cmd = ours_cmd(n)
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        m = re.search(r"gemm n=(\d+) threads=(\d+) path=(\w+) gflops=([\d.]+)", out)
+        if not m:
+            raise RuntimeError(f"unparseable output of {cmd}: {out!r}")
+        bench_ours.path = m.group(3)
+        return float(m.group(4))
+
+    def timed(f, n):
+        f()
+        best = float("inf")
+        for _ in range(args.reps):
+            t = time.perf_counter()
+            f()
+            best = min(best, time.perf_counter() - t)
+        return 2 * n ** 3 / best / 1e9
+
+    def bench_numpy(n):
+        rng = np.random.default_rng(n)
+        a = rng.standard_normal((n, n), dtype=np.float32)
+        b = rng.standard_normal((n, n), dtype=np.float32)
+        c = np.empty((n, n), dtype=np.float32)
+        return timed(lambda: np.matmul(a, b, out=c), n)
+
+    def bench_torch(n):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        c = torch.empty(n, n)
+        return timed(lambda: torch.mm(a, b, out=c), n)
+
+    libs = [("ours", bench_ours), ("openblas", bench_numpy), ("torch", bench_torch)]
+    results = {(lib, n): [] for lib, _ in libs for n in sizes}
+    total = len(sizes) * args.rounds * len(libs)
+    done, start = 0, time.time()
+    for n in sizes:
+        for r in range(args.rounds):
+            for lib, f in libs:
+                g = f(n)
+                results[(lib, n)].append(g)
+                done += 1
+                el = time.time() - start
+                print(f"[{done}/{total}] n={n} round={r + 1} {lib}: {g:.1f} GFLOP/s  "
+                      f"(eta {el / done * (total - done):.0f}s)", file=sys.stderr, flush=True)
+
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    print(f"threads={args.threads} rounds={args.rounds} reps={args.reps} our_path={getattr(bench_ours, 'path', '?')} "
+          f"numpy={np.__version__} torch={torch.__version__} load1={load:.1f}")
+    print()
+    print("| n | ours best | OpenBLAS best | torch best | ours/OpenBLAS | ours/torch | ours med | OpenBLAS med | torch med | ours/OpenBLAS (med) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for n in sizes:
+        best = {lib: max(results[(lib, n)]) for lib, _ in libs}
+        med = {lib: statistics.median(results[(lib, n)]) for lib, _ in libs}
+        print(f"| {n} | {best['ours']:.1f} | {best['openblas']:.1f} | {best['torch']:.1f} | "
+              f"{best['ours'] / best['openblas']:.2f} | {best['ours'] / best['torch']:.2f} | "
+              f"{med['ours']:.1f} | {med['openblas']:.1f} | {med['torch']:.1f} | {med['ours'] / med['openblas']:.2f} |")
+
+
+def build_ours(args):
+    extra = ["--kernels", args.kernels] if args.kernels else []
+    if args.ringtrain:
+        return lambda n: [args.ringtrain, "bench", "gemm", "--n", str(n), "--threads", str(args.threads),
+                          "--reps", str(args.reps)] + extra
+    exe = os.path.join(tempfile.mkdtemp(prefix="gemmbench"), "gemmbench")
+    subprocess.run(["go", "build", "-o", exe, "./nn/kernels/internal/gemmbench"], check=True)
+    path = ["-path", args.kernels] if args.kernels else []
+    return lambda n: [exe, "-n", str(n), "-threads", str(args.threads), "-reps", str(args.reps)] + path
+
+
+if __name__ == "__main__":
+    main()
