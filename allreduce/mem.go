@@ -17,7 +17,9 @@ type memEnd struct {
 	err  error
 }
 
-func (e *memEnd) fail(err error) {
+func (e *memEnd) wait() {}
+
+func (e *memEnd) shutdown(err error) {
 	e.once.Do(func() {
 		e.err = err
 		close(e.down)
@@ -51,7 +53,7 @@ func NewMemGroup(n int, opt Options) []Communicator {
 		if n == 1 {
 			p.outDown, p.inDown = make(chan struct{}), make(chan struct{})
 		}
-		comms[i] = newRing(i, n, 1, nil, p, opt, me.fail)
+		comms[i] = newRing(i, n, 1, nil, p, opt, me)
 	}
 	return comms
 }

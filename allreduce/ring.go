@@ -146,7 +146,7 @@ type ring struct {
 	addrs      []string // for error messages; may be nil
 	p          pipe
 	opt        Options
-	shutdown   func(error) // breaks the transport's links; idempotent
+	t          transport
 	closed     chan struct{}
 
 	mu      sync.Mutex // serialises collectives
@@ -162,13 +162,22 @@ type ring struct {
 
 var _ Communicator = (*ring)(nil)
 
-func newRing(rank, size int, gen uint64, addrs []string, p pipe, opt Options, shutdown func(error)) *ring {
+// transport is the I/O shell behind a pipe.
+type transport interface {
+	// shutdown breaks the links so that peers notice; it does not block and
+	// is idempotent.
+	shutdown(err error)
+	// wait returns when the transport's goroutines have ended.
+	wait()
+}
+
+func newRing(rank, size int, gen uint64, addrs []string, p pipe, opt Options, t transport) *ring {
 	opt = opt.withDefaults()
-	t := time.NewTimer(time.Hour)
-	t.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	return &ring{
 		rank: rank, size: size, gen: gen, addrs: addrs, p: p, opt: opt,
-		shutdown: shutdown, closed: make(chan struct{}), timer: t,
+		t: t, closed: make(chan struct{}), timer: timer,
 		log: opt.Logger.With("rank", rank, "gen", gen),
 	}
 }
@@ -182,8 +191,9 @@ func (r *ring) right() int         { return mod(r.rank+1, r.size) }
 func (r *ring) Close() error {
 	r.closeOnce.Do(func() {
 		close(r.closed)
-		r.shutdown(ErrClosed)
+		r.t.shutdown(ErrClosed)
 	})
+	r.t.wait()
 	return nil
 }
 
@@ -214,7 +224,7 @@ func (r *ring) end(err error) error {
 	if err != nil {
 		r.broken = err
 		r.log.Warn("collective failed; ring generation broken", "err", err)
-		r.shutdown(err)
+		r.t.shutdown(err)
 	}
 	r.mu.Unlock()
 	return err

@@ -1,0 +1,411 @@
+package allreduce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+)
+
+// gRPC transport: every rank serves one bidirectional streaming method and
+// opens one long-lived stream to its right neighbour. Frames travel
+// client -> server only; the server answers the handshake and otherwise stays
+// silent. Frames are raw bytes (a custom codec, no protobuf): the codec hands
+// a sent frame back to the pool once gRPC has written it, and copies a
+// received one into a pooled buffer, so the steady state allocates nothing in
+// this package.
+
+const (
+	linkMethod  = "/ringtrain.allreduce.Ring/Link"
+	linkQueue   = 8       // frames buffered between the ring and the stream
+	grpcWindow  = 1 << 24 // flow-control window per stream and connection
+	grpcIOBufSz = 1 << 19 // transport read/write buffers
+)
+
+// RingConfig describes one rank of a gRPC ring.
+type RingConfig struct {
+	Rank       int
+	Addrs      []string // listen address of every rank, in ring order
+	Generation uint64   // ring generation; frames of another one are rejected
+	// Listener, if set, is used instead of listening on Addrs[Rank]; DialRing
+	// takes ownership of it.
+	Listener net.Listener
+	Options
+}
+
+// Validate checks the rank and addresses.
+func (c RingConfig) Validate() error {
+	if len(c.Addrs) == 0 {
+		return errors.New("ring config: no addresses")
+	}
+	if c.Rank < 0 || c.Rank >= len(c.Addrs) {
+		return fmt.Errorf("ring config: rank %d outside world of %d", c.Rank, len(c.Addrs))
+	}
+	for i, a := range c.Addrs {
+		if a == "" {
+			return fmt.Errorf("ring config: empty address for rank %d", i)
+		}
+	}
+	return nil
+}
+
+// downSignal records the first reason a link broke.
+type downSignal struct {
+	ch   chan struct{}
+	once sync.Once
+	err  error
+}
+
+func newDown() *downSignal { return &downSignal{ch: make(chan struct{})} }
+
+func (d *downSignal) fail(err error) {
+	d.once.Do(func() {
+		d.err = err
+		close(d.ch)
+	})
+}
+
+func (d *downSignal) reason() error { return d.err }
+
+// inFrame is what the codec's Unmarshal fills.
+type inFrame struct{ b *[]byte }
+
+type frameCodec struct{ pool *bufPool }
+
+func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) {
+	fb, ok := v.(*[]byte)
+	if !ok {
+		return nil, fmt.Errorf("frame codec: cannot marshal %T", v)
+	}
+	return mem.BufferSlice{mem.NewBuffer(fb, c.pool)}, nil
+}
+
+func (c frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	f, ok := v.(*inFrame)
+	if !ok {
+		return fmt.Errorf("frame codec: cannot unmarshal into %T", v)
+	}
+	f.b = c.pool.Get(data.Len())
+	data.CopyTo(*f.b)
+	return nil
+}
+
+func (frameCodec) Name() string { return "ringtrain-frame" }
+
+// linkServer is the handler type of the hand-written service description.
+type linkServer interface {
+	serveLink(grpc.ServerStream) error
+}
+
+func ringServiceDesc() *grpc.ServiceDesc {
+	return &grpc.ServiceDesc{
+		ServiceName: "ringtrain.allreduce.Ring",
+		HandlerType: (*linkServer)(nil),
+		Streams: []grpc.StreamDesc{{
+			StreamName:    "Link",
+			Handler:       func(srv any, ss grpc.ServerStream) error { return srv.(linkServer).serveLink(ss) },
+			ServerStreams: true,
+			ClientStreams: true,
+		}},
+		Metadata: "allreduce/grpc.go",
+	}
+}
+
+// grpcLink owns the server, the client connection and their goroutines.
+type grpcLink struct {
+	rank, size int
+	gen        uint64
+	addrs      []string
+	pool       *bufPool
+
+	srv    *grpc.Server
+	conn   *grpc.ClientConn
+	cancel context.CancelFunc // of the outbound stream
+
+	out, in         chan *[]byte
+	outDown, inDown *downSignal
+	inReady         chan struct{} // closed once the left neighbour's stream is accepted
+
+	mu       sync.Mutex
+	accepted bool
+	stopped  bool
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+// DialRing starts this rank's server, connects to the right neighbour and
+// waits until the left neighbour has connected, all within ctx. The
+// handshake checks generation, rank and world size on both ends.
+func DialRing(ctx context.Context, cfg RingConfig) (Communicator, error) {
+	if err := cfg.Validate(); err != nil {
+		if cfg.Listener != nil {
+			cfg.Listener.Close()
+		}
+		return nil, err
+	}
+	if !littleEndian() {
+		return nil, errors.New("allreduce: gRPC transport needs a little-endian host")
+	}
+	opt := cfg.Options.withDefaults()
+	n := len(cfg.Addrs)
+	pool := &bufPool{}
+	l := &grpcLink{
+		rank: cfg.Rank, size: n, gen: cfg.Generation, addrs: cfg.Addrs, pool: pool,
+		out: make(chan *[]byte, linkQueue), in: make(chan *[]byte, linkQueue),
+		outDown: newDown(), inDown: newDown(), inReady: make(chan struct{}),
+		stop: make(chan struct{}),
+	}
+	p := pipe{
+		out: l.out, in: l.in, outDown: l.outDown.ch, inDown: l.inDown.ch,
+		outErr: l.outDown.reason, inErr: l.inDown.reason, pool: pool,
+	}
+	r := newRing(cfg.Rank, n, cfg.Generation, cfg.Addrs, p, opt, l)
+	if n == 1 {
+		if cfg.Listener != nil {
+			cfg.Listener.Close()
+		}
+		l.stopped = true
+		close(l.stop)
+		return r, nil
+	}
+	fail := func(err error) (Communicator, error) {
+		r.Close()
+		return nil, err
+	}
+
+	lis := cfg.Listener
+	if lis == nil {
+		var err error
+		if lis, err = net.Listen("tcp", cfg.Addrs[cfg.Rank]); err != nil {
+			return nil, fmt.Errorf("allreduce: rank %d listening on %s: %w", cfg.Rank, cfg.Addrs[cfg.Rank], err)
+		}
+	}
+	l.srv = grpc.NewServer(
+		grpc.ForceServerCodecV2(frameCodec{pool}),
+		grpc.InitialWindowSize(grpcWindow), grpc.InitialConnWindowSize(grpcWindow),
+		grpc.ReadBufferSize(grpcIOBufSz), grpc.WriteBufferSize(grpcIOBufSz),
+		grpc.MaxRecvMsgSize(math.MaxInt32),
+	)
+	l.srv.RegisterService(ringServiceDesc(), l)
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		if err := l.srv.Serve(lis); err != nil {
+			l.inDown.fail(fmt.Errorf("serving on %s: %w", lis.Addr(), err))
+		}
+	}()
+
+	right := mod(cfg.Rank+1, n)
+	conn, err := grpc.NewClient(cfg.Addrs[right],
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(grpcWindow), grpc.WithInitialConnWindowSize(grpcWindow),
+		grpc.WithReadBufferSize(grpcIOBufSz), grpc.WithWriteBufferSize(grpcIOBufSz),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frameCodec{pool}),
+			grpc.MaxCallRecvMsgSize(math.MaxInt32), grpc.MaxCallSendMsgSize(math.MaxInt32)),
+	)
+	if err != nil {
+		return fail(r.peerErr("dial", right, err))
+	}
+	l.conn = conn
+	sctx, cancel := context.WithCancel(context.Background())
+	l.cancel = cancel
+	// The stream lives as long as the ring; ctx only bounds the handshake.
+	stopAfter := context.AfterFunc(ctx, cancel)
+	cs, err := conn.NewStream(sctx, &ringServiceDesc().Streams[0], linkMethod, grpc.WaitForReady(true))
+	if err == nil {
+		err = l.handshake(cs)
+	}
+	if !stopAfter() || err != nil {
+		if err == nil || ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", ctx.Err(), errOr(err))
+		}
+		return fail(r.peerErr("dial", right, err))
+	}
+	l.wg.Add(2)
+	go l.writeLoop(cs)
+	go l.watchRight(cs)
+
+	select {
+	case <-l.inReady:
+		return r, nil
+	case <-ctx.Done():
+		return fail(r.peerErr("dial", mod(cfg.Rank-1, n), fmt.Errorf("waiting for the left neighbour to connect: %w", ctx.Err())))
+	case <-l.inDown.ch:
+		return fail(r.peerErr("dial", mod(cfg.Rank-1, n), l.inDown.reason()))
+	}
+}
+
+func errOr(err error) error {
+	if err == nil {
+		return errors.New("handshake not finished")
+	}
+	return err
+}
+
+// handshake sends hello and waits for the right neighbour's answer.
+func (l *grpcLink) handshake(cs grpc.ClientStream) error {
+	fb := l.pool.Get(headerSize)
+	// Step carries the world size, so that mismatched configs are caught.
+	PutHeader(*fb, Header{Kind: KindHello, DType: DTypeBytes, Generation: l.gen, Step: uint32(l.size), From: uint32(l.rank)})
+	if err := cs.SendMsg(fb); err != nil {
+		// The real reason is in the status.
+		var f inFrame
+		if rerr := cs.RecvMsg(&f); rerr != nil {
+			err = rerr
+		}
+		return handshakeErr(err)
+	}
+	var f inFrame
+	if err := cs.RecvMsg(&f); err != nil {
+		return handshakeErr(err)
+	}
+	defer l.pool.Put(f.b)
+	h, _, err := DecodeFrame(*f.b)
+	if err != nil {
+		return fmt.Errorf("handshake answer: %w", err)
+	}
+	right := mod(l.rank+1, l.size)
+	if h.Kind != KindHello || h.Generation != l.gen || int(h.From) != right || int(h.Step) != l.size {
+		return fmt.Errorf("%w: handshake answer from rank %d of world %d, generation %d; want rank %d of world %d, generation %d",
+			ErrGeneration, h.From, h.Step, h.Generation, right, l.size, l.gen)
+	}
+	return nil
+}
+
+func handshakeErr(err error) error {
+	if status.Code(err) == codes.FailedPrecondition {
+		return fmt.Errorf("%w: %s", ErrGeneration, status.Convert(err).Message())
+	}
+	return fmt.Errorf("handshake: %w", err)
+}
+
+// serveLink accepts the left neighbour's stream, checks its hello, answers,
+// then reads frames into l.in until the stream or the ring ends.
+func (l *grpcLink) serveLink(ss grpc.ServerStream) error {
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		return status.Error(codes.Unavailable, "ring closed")
+	}
+	l.wg.Add(1)
+	l.mu.Unlock()
+	defer l.wg.Done()
+
+	var f inFrame
+	if err := ss.RecvMsg(&f); err != nil {
+		return err
+	}
+	h, _, err := DecodeFrame(*f.b)
+	l.pool.Put(f.b)
+	left := mod(l.rank-1, l.size)
+	switch {
+	case err != nil:
+		return status.Errorf(codes.InvalidArgument, "rank %d: hello: %v", l.rank, err)
+	case h.Kind != KindHello:
+		return status.Errorf(codes.InvalidArgument, "rank %d: expected hello, got %s", l.rank, h.Kind)
+	case h.Generation != l.gen:
+		return status.Errorf(codes.FailedPrecondition, "rank %d is in ring generation %d, peer rank %d dialled with generation %d", l.rank, l.gen, h.From, h.Generation)
+	case int(h.From) != left || int(h.Step) != l.size:
+		return status.Errorf(codes.FailedPrecondition, "rank %d of world %d (generation %d) expects its left neighbour %d, got rank %d of world %d", l.rank, l.size, l.gen, left, h.From, h.Step)
+	}
+	l.mu.Lock()
+	dup := l.accepted
+	l.accepted = true
+	l.mu.Unlock()
+	if dup {
+		return status.Errorf(codes.AlreadyExists, "rank %d: left neighbour already connected", l.rank)
+	}
+	ack := l.pool.Get(headerSize)
+	PutHeader(*ack, Header{Kind: KindHello, DType: DTypeBytes, Generation: l.gen, Step: uint32(l.size), From: uint32(l.rank)})
+	if err := ss.SendMsg(ack); err != nil {
+		l.inDown.fail(fmt.Errorf("answering hello: %w", err))
+		return err
+	}
+	close(l.inReady)
+	for {
+		if err := ss.RecvMsg(&f); err != nil {
+			l.inDown.fail(fmt.Errorf("receiving: %w", err))
+			l.shutdown(err)
+			return nil
+		}
+		select {
+		case l.in <- f.b:
+		case <-l.stop:
+			l.pool.Put(f.b)
+			return nil
+		}
+	}
+}
+
+// writeLoop sends the ring's frames on the outbound stream.
+func (l *grpcLink) writeLoop(cs grpc.ClientStream) {
+	defer l.wg.Done()
+	for {
+		select {
+		case fb := <-l.out:
+			if err := cs.SendMsg(fb); err != nil {
+				l.outDown.fail(fmt.Errorf("sending: %w", err))
+				l.shutdown(err)
+				return
+			}
+		case <-l.stop:
+			return
+		}
+	}
+}
+
+// watchRight notices the right neighbour going away: the server never sends
+// after the handshake, so RecvMsg returns only with the stream's end.
+func (l *grpcLink) watchRight(cs grpc.ClientStream) {
+	defer l.wg.Done()
+	var f inFrame
+	err := cs.RecvMsg(&f)
+	if err == nil {
+		l.pool.Put(f.b)
+		err = errors.New("unexpected frame from right neighbour")
+	}
+	l.outDown.fail(fmt.Errorf("stream closed: %w", err))
+	l.shutdown(err)
+}
+
+// shutdown stops everything without waiting; safe from any goroutine,
+// including gRPC handlers.
+func (l *grpcLink) shutdown(err error) {
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		return
+	}
+	l.stopped = true
+	close(l.stop)
+	l.mu.Unlock()
+	if l.cancel != nil {
+		l.cancel()
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		if l.srv != nil {
+			l.srv.Stop()
+		}
+		if l.conn != nil {
+			l.conn.Close()
+		}
+	}()
+}
+
+func (l *grpcLink) wait() { l.wg.Wait() }

@@ -1,0 +1,333 @@
+package allreduce
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// listeners opens n loopback listeners and returns them with their addresses.
+func listeners(t testing.TB, n int) ([]net.Listener, []string) {
+	t.Helper()
+	ls := make([]net.Listener, n)
+	addrs := make([]string, n)
+	for i := range ls {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls[i], addrs[i] = l, l.Addr().String()
+	}
+	return ls, addrs
+}
+
+// grpcGroup forms a gRPC ring of n ranks inside this process.
+func grpcGroup(t testing.TB, n int, gen uint64, opt Options) []Communicator {
+	t.Helper()
+	ls, addrs := listeners(t, n)
+	comms := make([]Communicator, n)
+	errs := make([]error, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range comms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			comms[i], errs[i] = DialRing(ctx, RingConfig{Rank: i, Addrs: addrs, Generation: gen, Listener: ls[i], Options: opt})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			for _, c := range comms {
+				if c != nil {
+					c.Close()
+				}
+			}
+			t.Fatalf("rank %d: DialRing: %v", i, err)
+		}
+	}
+	return comms
+}
+
+func TestAllReduceGRPCProperty(t *testing.T) {
+	checkNoLeak(t)
+	rng := rand.New(rand.NewPCG(11, 12))
+	ctx := context.Background()
+	for iter := 0; iter < 8; iter++ {
+		n := 1 + rng.IntN(8)
+		comms := grpcGroup(t, n, uint64(iter+1), Options{SubChunkBytes: 1 << (8 + rng.IntN(8)), Timeout: 10 * time.Second})
+		for rep := 0; rep < 4; rep++ {
+			L := rng.IntN(20000)
+			if rep == 0 {
+				L = rng.IntN(n + 1)
+			}
+			in, sum := randInputs(rng, n, L)
+			errs := runAll(comms, func(c Communicator) error { return c.AllReduce(ctx, in[c.Rank()], Sum) })
+			for r, err := range errs {
+				if err != nil {
+					t.Fatalf("n=%d L=%d rank %d: %v", n, L, r, err)
+				}
+				if !sameBits(in[r], sum) {
+					t.Fatalf("n=%d L=%d rank %d: wrong sum", n, L, r)
+				}
+			}
+		}
+		// The other collectives over the same streams.
+		data := []byte("state")
+		errs := runAll(comms, func(c Communicator) error {
+			got, err := c.BroadcastBytes(ctx, data, n-1)
+			if err == nil && string(got) != "state" {
+				err = fmt.Errorf("BroadcastBytes got %q", got)
+			}
+			if err == nil {
+				var vals []uint64
+				vals, err = c.AllGatherUint64(ctx, uint64(c.Rank()+100))
+				if err == nil && vals[n-1] != uint64(n+99) {
+					err = fmt.Errorf("AllGatherUint64 got %v", vals)
+				}
+			}
+			if err == nil {
+				err = c.Barrier(ctx)
+			}
+			return err
+		})
+		for r, err := range errs {
+			if err != nil {
+				t.Fatalf("n=%d rank %d: %v", n, r, err)
+			}
+		}
+		closeAll(comms)
+	}
+}
+
+// A rank of another generation is refused at the handshake.
+func TestGRPCGenerationMismatch(t *testing.T) {
+	checkNoLeak(t)
+	ls, addrs := listeners(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	errs := make([]error, 2)
+	comms := make([]Communicator, 2)
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			comms[i], errs[i] = DialRing(ctx, RingConfig{Rank: i, Addrs: addrs, Generation: uint64(5 + i), Listener: ls[i]})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err == nil {
+			comms[i].Close()
+			t.Fatalf("rank %d: DialRing succeeded across generations", i)
+		}
+		if !errors.Is(err, ErrGeneration) {
+			t.Fatalf("rank %d: err = %v, want ErrGeneration", i, err)
+		}
+		t.Logf("rank %d: %v", i, err)
+	}
+}
+
+func TestRingConfigValidate(t *testing.T) {
+	tests := []struct {
+		cfg RingConfig
+		ok  bool
+	}{
+		{RingConfig{Rank: 0, Addrs: []string{"a:1"}}, true},
+		{RingConfig{Rank: 1, Addrs: []string{"a:1"}}, false},
+		{RingConfig{Rank: 0}, false},
+		{RingConfig{Rank: 0, Addrs: []string{"a:1", ""}}, false},
+	}
+	for _, tt := range tests {
+		if err := tt.cfg.Validate(); (err == nil) != tt.ok {
+			t.Errorf("Validate(%+v) = %v", tt.cfg, err)
+		}
+	}
+}
+
+// ---- real processes ----
+
+const childEnv = "RINGTRAIN_ALLREDUCE_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(childRank())
+	}
+	os.Exit(m.Run())
+}
+
+// childRank is a rank in its own process: it forms the ring, says READY,
+// then all-reduces until an error, which it prints.
+func childRank() int {
+	rank, _ := strconv.Atoi(os.Getenv("AR_RANK"))
+	addrs := strings.Split(os.Getenv("AR_ADDRS"), ",")
+	timeout, _ := time.ParseDuration(os.Getenv("AR_TIMEOUT"))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	c, err := DialRing(ctx, RingConfig{Rank: rank, Addrs: addrs, Generation: 7, Options: Options{Timeout: timeout}})
+	cancel()
+	if err != nil {
+		fmt.Println("DIALERR", err)
+		return 2
+	}
+	defer c.Close()
+	buf := make([]float32, 4<<20)
+	for i := range buf {
+		buf[i] = 1
+	}
+	fmt.Println("READY")
+	for i := 0; ; i++ {
+		if err := c.AllReduce(context.Background(), buf, Avg); err != nil {
+			fmt.Printf("OPERR %d %v\n", i, err)
+			return 1
+		}
+	}
+}
+
+type child struct {
+	cmd   *exec.Cmd
+	lines chan string
+}
+
+func startRanks(t *testing.T, n int, timeout time.Duration) []*child {
+	t.Helper()
+	ls, addrs := listeners(t, n)
+	for _, l := range ls {
+		l.Close() // the children listen on these ports
+	}
+	kids := make([]*child, n)
+	for i := range kids {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), childEnv+"=1", fmt.Sprintf("AR_RANK=%d", i),
+			"AR_ADDRS="+strings.Join(addrs, ","), "AR_TIMEOUT="+timeout.String())
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = nil
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		k := &child{cmd: cmd, lines: make(chan string, 16)}
+		go func() {
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				k.lines <- sc.Text()
+			}
+			close(k.lines)
+		}()
+		kids[i] = k
+	}
+	t.Cleanup(func() {
+		for _, k := range kids {
+			k.cmd.Process.Kill()
+			k.cmd.Wait()
+		}
+	})
+	for i, k := range kids {
+		select {
+		case l := <-k.lines:
+			if l != "READY" {
+				t.Fatalf("rank %d: %s", i, l)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("rank %d never became ready", i)
+		}
+	}
+	return kids
+}
+
+// expectErrors waits for every rank but victim to report an error naming a
+// peer and generation 7 within limit.
+func expectErrors(t *testing.T, kids []*child, victim int, limit time.Duration, want string) {
+	t.Helper()
+	deadline := time.After(limit)
+	for i, k := range kids {
+		if i == victim {
+			continue
+		}
+		select {
+		case l, ok := <-k.lines:
+			if !ok || !strings.HasPrefix(l, "OPERR") || !strings.Contains(l, "ring generation 7: peer rank") || !strings.Contains(l, want) {
+				t.Fatalf("rank %d: got %q, want OPERR naming a peer, generation 7 and %q", i, l, want)
+			}
+			t.Logf("rank %d: %s", i, l)
+		case <-deadline:
+			t.Fatalf("rank %d: no error within %v", i, limit)
+		}
+	}
+}
+
+// A rank killed mid-operation makes every other rank fail fast.
+func TestGRPCKilledProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	const n, victim = 4, 2
+	kids := startRanks(t, n, 5*time.Second)
+	time.Sleep(300 * time.Millisecond) // let a few all-reduces run
+	start := time.Now()
+	kids[victim].cmd.Process.Kill()
+	expectErrors(t, kids, victim, 5*time.Second, "peer")
+	t.Logf("all survivors failed %v after the kill", time.Since(start))
+}
+
+// A stalled rank (SIGSTOP) makes every other rank fail within the timeout.
+func TestGRPCStalledProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	const n, victim = 3, 1
+	timeout := 1500 * time.Millisecond
+	kids := startRanks(t, n, timeout)
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	if err := kids[victim].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer kids[victim].cmd.Process.Signal(syscall.SIGCONT)
+	expectErrors(t, kids, victim, timeout+3*time.Second, "")
+	t.Logf("all survivors failed %v after the stall", time.Since(start))
+}
+
+func BenchmarkAllReduceGRPC(b *testing.B) {
+	for _, n := range []int{2, 4} {
+		b.Run(fmt.Sprintf("world%d-16MiB", n), func(b *testing.B) {
+			comms := grpcGroup(b, n, 1, Options{})
+			defer closeAll(comms)
+			bufs := make([][]float32, n)
+			for r := range bufs {
+				bufs[r] = make([]float32, 4<<20)
+			}
+			ctx := context.Background()
+			step := func() {
+				errs := runAll(comms, func(c Communicator) error { return c.AllReduce(ctx, bufs[c.Rank()], Sum) })
+				for _, err := range errs {
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			step() // warm the pools
+			b.SetBytes(16 << 20)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				step()
+			}
+		})
+	}
+}
