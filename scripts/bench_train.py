@@ -1,0 +1,60 @@
+#!/usr/bin/python3
+"""Training throughput, ringtrain beside PyTorch, in one run on this machine.
+
+Usage: /usr/bin/python3 scripts/bench_train.py [--threads 2] [--seconds 6] [CASE ...]
+CASE is net:input:batch (default: the reference set of issue 4). Builds
+ringtrain once, then alternates PyTorch and ringtrain per case so that both
+see the same machine load; prints a Markdown table with ratios.
+"""
+import argparse, os, re, resource, subprocess, sys, time
+
+CASES = ["alexnet:224:16", "vgg11:224:4", "googlenet:224:8", "resnet18:224:8",
+         "resnet50:224:4", "densenet121:224:4", "resnet18:32:64"]
+
+def torch_case(name, hw, bs, threads, seconds):
+    code = f"""
+import time, resource, torch, torchvision.models as m
+torch.set_num_threads({threads})
+kw = {{"aux_logits": False, "init_weights": False}} if "{name}" == "googlenet" else {{}}
+net = getattr(m, "{name}")(num_classes=10, **kw)
+opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+x, y = torch.randn({bs}, 3, {hw}, {hw}), torch.randint(0, 10, ({bs},))
+def step():
+    opt.zero_grad(); torch.nn.functional.cross_entropy(net(x), y).backward(); opt.step()
+step()
+n, t = 0, time.perf_counter()
+while time.perf_counter() - t < {seconds} or n < 2:
+    step(); n += 1
+dt = (time.perf_counter() - t) / n
+print(f"img_per_s={{{bs}/dt:.2f}} ms_per_step={{dt*1000:.1f}} peak_rss_mib={{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024:.0f}}")
+"""
+    env = dict(os.environ, OPENBLAS_CORETYPE="SkylakeX", OMP_NUM_THREADS=str(threads))
+    out = subprocess.run(["/usr/bin/python3", "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    return parse(out)
+
+def parse(line):
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", line)}
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=6)
+    ap.add_argument("cases", nargs="*", default=CASES)
+    a = ap.parse_args()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    binary = os.path.join(root, "bin", "ringtrain")
+    subprocess.run(["go", "build", "-o", binary, "./cmd/ringtrain"], cwd=root, check=True)
+    print(f"| net | input | batch | ringtrain img/s | PyTorch img/s | ratio | ringtrain peak RSS MiB | PyTorch peak RSS MiB |")
+    print(f"|---|---|---|---|---|---|---|---|")
+    for case in a.cases:
+        name, hw, bs = case.split(":")
+        hw, bs = int(hw), int(bs)
+        t = torch_case(name, hw, bs, a.threads, a.seconds)
+        r = parse(subprocess.run([binary, "bench", "train", "--net", name, "--input", str(hw), "--batch", str(bs),
+                                  "--threads", str(a.threads), "--seconds", str(a.seconds)],
+                                 capture_output=True, text=True, check=True).stdout)
+        print(f"| {name} | {hw} | {bs} | {r['img_per_s']:.2f} | {t['img_per_s']:.2f} | {r['img_per_s']/t['img_per_s']:.2f} | "
+              f"{r['peak_rss_mib']:.0f} | {t['peak_rss_mib']:.0f} |", flush=True)
+
+if __name__ == "__main__":
+    main()
