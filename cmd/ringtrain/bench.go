@@ -13,6 +13,8 @@ func runBench(args []string) error {
 	switch args[0] {
 	case "train":
 		return benchTrain(args[1:])
+	case "gemm":
+		return benchGemm(args[1:])
 	}
 	fmt.Fprintf(os.Stderr, "bench %s: not available in this build\n", args[0])
 	return fmt.Errorf("bench: unknown benchmark %q", args[0])

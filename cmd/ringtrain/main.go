@@ -29,6 +29,7 @@ func commands() map[string]command {
 		"summary": {runSummary, "print a Keras-style summary of a net"},
 		"layers":  {runLayers, "print `index name` for every layer of a net"},
 		"bench":   {runBench, "benchmarks: gemm, train, allreduce"},
+		"data":    {runData, "datasets: import, pack, push, ls"},
 	}
 }
 
