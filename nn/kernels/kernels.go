@@ -34,12 +34,16 @@ func (g ConvGeom) ColCols() int { return g.OH * g.OW }
 
 // Im2col unfolds img (C×H×W) into col ((C·KH·KW)×(OH·OW)), zero where the
 // window falls into padding. col is overwritten.
-func Im2col(g ConvGeom, img, col []float32) {
+func Im2col(g ConvGeom, img, col []float32) { Im2colLd(g, img, col, g.OH*g.OW) }
+
+// Im2colLd is Im2col into a wider matrix whose rows are ld apart, so that
+// several images can fill adjacent column blocks of one GEMM operand.
+func Im2colLd(g ConvGeom, img, col []float32, ld int) {
 	ohw := g.OH * g.OW
 	for c := 0; c < g.C; c++ {
 		for ki := 0; ki < g.KH; ki++ {
 			for kj := 0; kj < g.KW; kj++ {
-				row := col[((c*g.KH+ki)*g.KW+kj)*ohw:][:ohw]
+				row := col[((c*g.KH+ki)*g.KW+kj)*ld:][:ohw]
 				off := kj*g.DW - g.PW // ix = ox·SW + off
 				lo, hi := validRange(g.OW, g.SW, off, g.W)
 				for oy := 0; oy < g.OH; oy++ {
@@ -67,12 +71,15 @@ func Im2col(g ConvGeom, img, col []float32) {
 
 // Col2im folds col ((C·KH·KW)×(OH·OW)) back into img (C×H×W), adding
 // overlapping contributions. img is accumulated into, not overwritten.
-func Col2im(g ConvGeom, col, img []float32) {
+func Col2im(g ConvGeom, col, img []float32) { Col2imLd(g, col, img, g.OH*g.OW) }
+
+// Col2imLd is Col2im from a wider matrix whose rows are ld apart.
+func Col2imLd(g ConvGeom, col, img []float32, ld int) {
 	ohw := g.OH * g.OW
 	for c := 0; c < g.C; c++ {
 		for ki := 0; ki < g.KH; ki++ {
 			for kj := 0; kj < g.KW; kj++ {
-				row := col[((c*g.KH+ki)*g.KW+kj)*ohw:][:ohw]
+				row := col[((c*g.KH+ki)*g.KW+kj)*ld:][:ohw]
 				off := kj*g.DW - g.PW
 				lo, hi := validRange(g.OW, g.SW, off, g.W)
 				if lo >= hi {
