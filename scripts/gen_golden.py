@@ -367,11 +367,15 @@ def optim_cases(gen):
         ("adamw/wd", "adamw", dict(weight_decay=0.05)),
         ("adamw/wd_nodecay_bias", "adamw", dict(weight_decay=0.1, betas=(0.85, 0.99), eps=1e-6, nodecay=True)),
         ("adamw/default", "adamw", dict()),
+        # frozen: PyTorch's p.grad is None, Go's Param.Trainable is false
+        ("sgd/momentum_frozen", "sgd", dict(momentum=0.9, weight_decay=0.05, frozen=["1.weight"])),
+        ("adamw/frozen", "adamw", dict(weight_decay=0.05, frozen=["0.bias"])),
     ]
     out = []
     for (name, kind, kw) in cfgs:
         kw = dict(kw)
         nodecay = kw.pop("nodecay", False)
+        frozen = kw.pop("frozen", [])
         ps = {k: v.double().clone().requires_grad_(True) for k, v in init.items()}
         if nodecay:
             wd = kw.pop("weight_decay")
@@ -389,14 +393,15 @@ def optim_cases(gen):
             for g in opt.param_groups:
                 g["lr"] = lrs[t]
             for k, p in ps.items():
-                p.grad = grads[t][k].double().clone()
+                p.grad = None if k in frozen else grads[t][k].double().clone()
             opt.step()
-        cfg = dict(kw)
-        if "betas" in cfg:
-            cfg["beta1"], cfg["beta2"] = cfg.pop("betas")
-        if nodecay:
-            cfg["weight_decay"] = wd
-            cfg["nodecay"] = True
+        # the effective hyper-parameters, PyTorch's defaults included
+        g0 = opt.param_groups[0]
+        cfg = {k: g0[k] for k in ("momentum", "dampening", "nesterov", "weight_decay", "eps") if k in g0}
+        if "betas" in g0:
+            cfg["beta1"], cfg["beta2"] = g0["betas"]
+        cfg["nodecay"] = nodecay
+        cfg["frozen"] = frozen
         state = {}
         for k, p in ps.items():
             for sk, sv in opt.state[p].items():
@@ -442,11 +447,6 @@ def schedule_cases():
     out = []
     for (name, cfg, make) in cases:
         out.append({"name": name, "cfg": cfg, "base": base, "total": steps, "lrs": lrs(make)})
-    # The closed form of SequentialLR(LinearLR warmup, CosineAnnealingLR)
-    # (cosine restarts after the warmup): recorded for reference.
-    out.append({"name": "sequential_warmup5_cosine15_reference", "cfg": None, "base": base, "total": steps,
-                "lrs": lrs(lambda o: S.SequentialLR(o, [S.LinearLR(o, 0.1, 1.0, 5),
-                                                        S.CosineAnnealingLR(o, steps - 5)], [5]))})
     return out
 
 
