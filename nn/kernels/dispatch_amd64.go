@@ -17,8 +17,8 @@ func sgemmKernelAVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
 func sgemmKernelAVX2(k int, a, b, c *float32, ldc int, alpha, beta float32)
 
 var (
-	avx512Kernel = &microKernel{name: PathAVX512, mr: 12, nr: 32, mc: 192, kc: 256, nc: 4096, fn: sgemmKernelAVX512}
-	avx2Kernel   = &microKernel{name: PathAVX2, mr: 6, nr: 16, mc: 144, kc: 256, nc: 2048, fn: sgemmKernelAVX2}
+	avx512Kernel = &microKernel{name: PathAVX512, mr: 12, nr: 32, mc: 96, kc: 512, nc: 4096, fn: sgemmKernelAVX512}
+	avx2Kernel   = &microKernel{name: PathAVX2, mr: 6, nr: 16, mc: 96, kc: 512, nc: 4096, fn: sgemmKernelAVX2}
 )
 
 // supportedKernels lists the micro-kernels this CPU and OS can run, best first.

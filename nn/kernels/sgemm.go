@@ -10,11 +10,11 @@ import (
 // and C is m×n with leading dimension ldc. beta = 0 overwrites C (NaNs in C
 // do not propagate). The call blocks until C is complete.
 //
-// Work is split over the pool's threads by blocks of rows or columns of C;
-// packing buffers live in the pool and are reused, so a steady stream of
-// calls allocates nothing. Sgemm may be called from several goroutines at
-// once, but not from inside a ParallelFor body of the same pool. Slices too
-// short for the given shape are a programmer error and panic.
+// Work is split over the pool's threads (see planGemm); packing buffers live
+// in the pool and are reused, so a steady stream of calls allocates nothing.
+// Sgemm may be called from several goroutines at once, but not from inside a
+// ParallelFor body of the same pool. Slices too short for the given shape
+// are a programmer error and panic.
 func (p *Pool) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if m == 0 || n == 0 {
 		return
@@ -24,23 +24,115 @@ func (p *Pool) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float3
 		scaleC(m, n, beta, c, ldc)
 		return
 	}
+	pl := planGemm(m, n, k, p.Threads(), p.kernel())
+	p.sgemmPlanned(pl, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// sgemmPlanned runs a checked, non-trivial Sgemm with the split pl.
+func (p *Pool) sgemmPlanned(pl gemmPlan, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	kern := p.kernel()
 	job := p.getJob(kern)
 	job.set(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-	t := job.split(p.Threads())
+	job.assign(pl)
+	if pl.mode != splitShared {
+		job.phase = phaseAll
+		p.fork(job, pl.threads)
+	} else {
+		// One fork-join packs B̃ (each part a share of its micro-panels), the
+		// next multiplies (each part its rows) — per (nc, kc) block.
+		for jc := 0; jc < n; jc += kern.nc {
+			nc := min(kern.nc, n-jc)
+			for pc := 0; pc < k; pc += kern.kc {
+				kc := min(kern.kc, k-pc)
+				job.jc, job.nc, job.pc, job.kc = jc, nc, pc, kc
+				job.sharedB = grow(job.sharedB, kc*roundUp(nc, kern.nr))
+				job.phase = phasePackB
+				p.fork(job, pl.threads)
+				job.phase = phaseMultiply
+				p.fork(job, pl.threads)
+			}
+		}
+	}
+	job.set(false, false, 0, 0, 0, 0, nil, 0, nil, 0, 0, nil, 0) // drop caller's slices
+	p.putJob(job)
+}
+
+// fork runs parts [0,t) of job, part 0 on the caller, and waits for all.
+func (p *Pool) fork(job *gemmJob, t int) {
 	job.wg.Add(t - 1)
 	for i := 1; i < t; i++ {
 		p.work <- job.parts[i].run
 	}
 	job.parts[0].exec()
 	job.wg.Wait()
-	job.set(false, false, 0, 0, 0, 0, nil, 0, nil, 0, 0, nil, 0) // drop caller's slices
-	p.putJob(job)
 }
 
-// parallelMinFlops is the size (m·n·k) below which splitting across threads
-// costs more than it gains.
-const parallelMinFlops = 48 * 48 * 48
+// How a call is split across threads.
+const (
+	splitN      = iota // each part owns a range of C's columns; packs all of Ã, its share of B̃
+	splitM             // each part owns a range of C's rows; packs its share of Ã, all of B̃
+	splitShared        // rows split; B̃ packed once, cooperatively, per (nc,kc) block
+)
+
+// gemmPlan is planGemm's choice: a split mode and how many threads to use.
+type gemmPlan struct {
+	mode, threads int
+}
+
+// Cost model constants, in FLOP-equivalents of one thread's time: packing
+// one element of Ã (a transposing copy) or B̃ (mostly a memcpy), and one
+// fork-join of the pool.
+const (
+	costPackA = 60
+	costPackB = 35
+	costFork  = 2_000_000
+)
+
+// planGemm picks the split that minimises the busiest thread's modelled
+// time: its micro-tile FLOPs (whole tiles, so imbalance counts) plus its
+// packing, plus fork-joins. It is a pure function of the shape.
+func planGemm(m, n, k, threads int, kern *microKernel) gemmPlan {
+	mr, nr := kern.mr, kern.nr
+	mt, nt := (m+mr-1)/mr, (n+nr-1)/nr
+	kBlocks := float64((k + kern.kc - 1) / kern.kc)
+	fk := float64(k)
+	cost := func(mode, t int) float64 {
+		switch mode {
+		case splitN:
+			cols := float64((nt + t - 1) / t * nr)
+			nBlocks := float64((int(cols) + kern.nc - 1) / kern.nc)
+			return 2*float64(roundUp(m, mr))*cols*fk + costPackA*float64(m)*fk*nBlocks + costPackB*fk*cols + costFork*float64(min(t-1, 1))
+		case splitM:
+			rows := float64((mt + t - 1) / t * mr)
+			nBlocks := float64((n + kern.nc - 1) / kern.nc)
+			return 2*rows*float64(roundUp(n, nr))*fk + costPackA*rows*fk*nBlocks + costPackB*fk*float64(n) + costFork*float64(min(t-1, 1))
+		default: // splitShared
+			rows := float64((mt + t - 1) / t * mr)
+			nBlocks := float64((n + kern.nc - 1) / kern.nc)
+			return 2*rows*float64(roundUp(n, nr))*fk + costPackA*rows*fk*nBlocks + costPackB*fk*float64(n)/float64(t) + costFork*2*kBlocks*nBlocks
+		}
+	}
+	best := gemmPlan{mode: splitN, threads: 1}
+	bestCost := cost(splitN, 1)
+	for t := 2; t <= threads; t++ {
+		for _, mode := range []int{splitN, splitM, splitShared} {
+			if (mode == splitN && t > nt) || (mode != splitN && t > mt) {
+				continue
+			}
+			if c := cost(mode, t); c < bestCost {
+				best, bestCost = gemmPlan{mode: mode, threads: t}, c
+			}
+		}
+	}
+	return best
+}
+
+// Phases of a part's exec.
+const (
+	phaseAll      = iota // the whole block [m0,m1)×[n0,n1), own packing (splitN, splitM)
+	phasePackB           // pack micro-panels [b0,b1) of job.sharedB for (jc,nc,pc,kc)
+	phaseMultiply        // rows [m0,m1) times job.sharedB
+)
 
 // gemmJob is one Sgemm call's shared arguments plus its per-thread parts,
 // reused from call to call.
@@ -53,12 +145,17 @@ type gemmJob struct {
 	lda, ldb, ldc  int
 	parts          []*gemmPart
 	wg             sync.WaitGroup
+
+	phase          int
+	jc, nc, pc, kc int       // current block in splitShared
+	sharedB        []float32 // B̃ block packed cooperatively in splitShared
 }
 
-// gemmPart computes the block [m0,m1)×[n0,n1) of C with its own packing buffers.
+// gemmPart computes its block of C with its own packing buffers.
 type gemmPart struct {
 	job            *gemmJob
 	m0, m1, n0, n1 int
+	b0, b1         int // micro-panels of the shared B̃ block this part packs
 	packA, packB   []float32
 	tile           []float32
 	run            func() // exec + Done, bound once so sending it allocates nothing
@@ -79,66 +176,81 @@ func (j *gemmJob) set(transA, transB bool, m, n, k int, alpha float32, a []float
 	j.alpha, j.a, j.lda, j.b, j.ldb, j.beta, j.c, j.ldc = alpha, a, lda, b, ldb, beta, c, ldc
 }
 
-// split assigns C's blocks to at most threads parts, in whole micro-tiles,
-// along the dimension with more tiles; it returns the number of parts used.
-func (j *gemmJob) split(threads int) int {
+// assign gives parts [0, pl.threads) their blocks of C in whole micro-tiles.
+func (j *gemmJob) assign(pl gemmPlan) {
 	mr, nr := j.kern.mr, j.kern.nr
 	mt, nt := (j.m+mr-1)/mr, (j.n+nr-1)/nr
-	t := min(threads, len(j.parts))
-	if j.m*j.n*j.k < parallelMinFlops {
-		t = 1
-	}
-	byN := nt >= mt
-	tiles := max(mt, nt)
-	t = max(1, min(t, tiles))
+	t := pl.threads
 	for i := 0; i < t; i++ {
-		lo, hi := i*tiles/t, (i+1)*tiles/t
 		pt := j.parts[i]
-		if byN {
+		if pl.mode == splitN {
+			lo, hi := i*nt/t, (i+1)*nt/t
 			pt.m0, pt.m1, pt.n0, pt.n1 = 0, j.m, min(lo*nr, j.n), min(hi*nr, j.n)
-		} else {
-			pt.m0, pt.m1, pt.n0, pt.n1 = min(lo*mr, j.m), min(hi*mr, j.m), 0, j.n
+			continue
 		}
+		lo, hi := i*mt/t, (i+1)*mt/t
+		pt.m0, pt.m1, pt.n0, pt.n1 = min(lo*mr, j.m), min(hi*mr, j.m), 0, j.n
+		// Shared B̃: split the micro-panels of the widest block evenly.
+		panels := (min(j.kern.nc, j.n) + nr - 1) / nr
+		pt.b0, pt.b1 = i*panels/t, (i+1)*panels/t
 	}
-	return t
 }
 
-// exec runs the blocked loops (BLIS order) over the part's block of C:
-// for each nc-wide column block and kc-deep slice, pack B̃ once; for each
-// mc-tall row block pack Ã; then sweep micro-tiles, B̃ micro-panel outer
-// so it stays in L1 while Ã micro-panels stream from L2.
 func (pt *gemmPart) exec() {
 	j, kern := pt.job, pt.job.kern
-	mr, nr := kern.mr, kern.nr
+	switch j.phase {
+	case phasePackB:
+		nr := kern.nr
+		p0, p1 := min(pt.b0*nr, j.nc), min(pt.b1*nr, j.nc)
+		if p0 < p1 {
+			packB(j.sharedB[p0*j.kc:], j.transB, j.b, j.ldb, j.pc, j.kc, j.jc+p0, p1-p0, nr)
+		}
+		return
+	case phaseMultiply:
+		pt.multiply(j.sharedB, j.jc, j.nc, j.pc, j.kc)
+		return
+	}
+	// phaseAll: the BLIS loops over the part's own block; for each nc-wide
+	// column block and kc-deep slice, pack B̃ once, then multiply.
 	for jc := pt.n0; jc < pt.n1; jc += kern.nc {
 		nc := min(kern.nc, pt.n1-jc)
 		for pc := 0; pc < j.k; pc += kern.kc {
 			kc := min(kern.kc, j.k-pc)
-			pt.packB = grow(pt.packB, kc*roundUp(nc, nr))
-			packB(pt.packB, j.transB, j.b, j.ldb, pc, kc, jc, nc, nr)
-			beta := j.beta
-			if pc > 0 {
-				beta = 1
-			}
-			for ic := pt.m0; ic < pt.m1; ic += kern.mc {
-				mc := min(kern.mc, pt.m1-ic)
-				pt.packA = grow(pt.packA, kc*roundUp(mc, mr))
-				packA(pt.packA, j.transA, j.a, j.lda, ic, mc, pc, kc, mr)
-				for jr := 0; jr < nc; jr += nr {
-					nrr := min(nr, nc-jr)
-					bp := &pt.packB[jr*kc]
-					for ir := 0; ir < mc; ir += mr {
-						mrr := min(mr, mc-ir)
-						ap := &pt.packA[ir*kc]
-						ci := (ic+ir)*j.ldc + jc + jr
-						if mrr == mr && nrr == nr {
-							kern.fn(kc, ap, bp, &j.c[ci], j.ldc, j.alpha, beta)
-							continue
-						}
-						kern.fn(kc, ap, bp, &pt.tile[0], nr, 1, 0)
-						mergeTile(pt.tile, nr, mrr, nrr, j.alpha, beta, j.c[ci:], j.ldc)
-					}
+			pt.packB = grow(pt.packB, kc*roundUp(nc, kern.nr))
+			packB(pt.packB, j.transB, j.b, j.ldb, pc, kc, jc, nc, kern.nr)
+			pt.multiply(pt.packB, jc, nc, pc, kc)
+		}
+	}
+}
+
+// multiply does rows [m0,m1) of C[:, jc:jc+nc] += Ã[:, pc:pc+kc]·bp, with bp
+// the packed B̃ block: for each mc-tall row block pack Ã, then sweep
+// micro-tiles, B̃ micro-panel outer so it stays close while Ã micro-panels
+// stream from L2. The first kc slice applies beta, later ones accumulate.
+func (pt *gemmPart) multiply(bp []float32, jc, nc, pc, kc int) {
+	j, kern := pt.job, pt.job.kern
+	mr, nr := kern.mr, kern.nr
+	beta := j.beta
+	if pc > 0 {
+		beta = 1
+	}
+	for ic := pt.m0; ic < pt.m1; ic += kern.mc {
+		mc := min(kern.mc, pt.m1-ic)
+		pt.packA = grow(pt.packA, kc*roundUp(mc, mr))
+		packA(pt.packA, j.transA, j.a, j.lda, ic, mc, pc, kc, mr)
+		for jr := 0; jr < nc; jr += nr {
+			nrr := min(nr, nc-jr)
+			b := &bp[jr*kc]
+			for ir := 0; ir < mc; ir += mr {
+				mrr := min(mr, mc-ir)
+				a := &pt.packA[ir*kc]
+				ci := (ic+ir)*j.ldc + jc + jr
+				if mrr == mr && nrr == nr {
+					kern.fn(kc, a, b, &j.c[ci], j.ldc, j.alpha, beta)
+					continue
 				}
+				kern.fn(kc, a, b, &pt.tile[0], nr, 1, 0)
+				mergeTile(pt.tile, nr, mrr, nrr, j.alpha, beta, j.c[ci:], j.ldc)
 			}
 		}
 	}
