@@ -35,6 +35,7 @@ type Conv2D struct {
 	direct       bool // 1×1, stride 1, no padding: no im2col needed
 	out, dx      buf
 	x            *tensor.Dense
+	chunkLimit   int // floats per batched im2col matrix; 0 = chunkFloats
 }
 
 var _ Module = (*Conv2D)(nil)
@@ -118,7 +119,24 @@ func (c *Conv2D) Build(b *Builder, in Shape) (Shape, error) {
 	return Shape{cfg.Out, g.OH, g.OW}, nil
 }
 
-// Forward: x [N, In, H, W] -> y [N, Out, OH, OW].
+// chunkFloats bounds the im2col matrix of one batched GEMM (16 MiB): enough
+// columns for efficient GEMM shapes on small feature maps, bounded memory
+// on large ones.
+const chunkFloats = 4 << 20
+
+// chunk returns how many samples share one GEMM.
+func (c *Conv2D) chunk(n int) int {
+	limit := chunkFloats
+	if c.chunkLimit > 0 {
+		limit = c.chunkLimit
+	}
+	per := c.geom.ColRows() * c.geom.ColCols()
+	return max(1, min(n, limit/max(per, 1)))
+}
+
+// Forward: x [N, In, H, W] -> y [N, Out, OH, OW]. Samples are batched into
+// one GEMM per group and chunk: Y'[og, cn·OHW] = W_g[og, kg] · col[kg, cn·OHW],
+// then scattered to NCHW.
 func (c *Conv2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 	c.x = x
 	n := batch(x)
@@ -126,31 +144,45 @@ func (c *Conv2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 	y := c.out.get(n, Shape{cfg.Out, g.OH, g.OW})
 	xd, yd, w := f32(x), f32(y), c.Weight.Data
 	inSz, outSz, ohw := cfg.In*g.H*g.W, cfg.Out*g.OH*g.OW, g.OH*g.OW
-	og, kg := cfg.Out/cfg.Groups, g.ColRows() // per group: out channels, column rows
-	// Parallelise over samples when the batch covers the pool; otherwise the
-	// GEMM itself is parallel.
-	threads := s.Pool.Threads()
-	perSample := n >= threads && threads > 1
-	var inner *kernels.Pool
-	if !perSample {
-		inner = s.Pool
-	}
-	cols := s.scratch(threads, kg*ohw)
-	run := func(tid, lo, hi int) {
-		col := cols[tid]
-		for i := lo; i < hi; i++ {
-			xi, yi := xd[i*inSz:(i+1)*inSz], yd[i*outSz:(i+1)*outSz]
-			for gi := 0; gi < cfg.Groups; gi++ {
-				xg := xi[gi*g.C*g.H*g.W:]
-				src := col
-				if c.direct {
-					src = xg[:kg*ohw]
-				} else {
-					kernels.Im2col(g, xg, col)
+	og, kg, gsz := cfg.Out/cfg.Groups, g.ColRows(), g.C*g.H*g.W
+	nc := c.chunk(n)
+	for c0 := 0; c0 < n; c0 += nc {
+		cn := min(nc, n-c0)
+		cols := cn * ohw
+		for gi := 0; gi < cfg.Groups; gi++ {
+			wg := w[gi*og*kg:]
+			if cn == 1 { // the GEMM writes y's block directly
+				xg, yg := xd[c0*inSz+gi*gsz:], yd[c0*outSz+gi*og*ohw:]
+				src := xg
+				if !c.direct {
+					src = s.scratch(scratchCol, kg*ohw)
+					kernels.Im2col(g, xg, src)
 				}
-				inner.Sgemm(false, false, og, ohw, kg, 1, w[gi*og*kg:], kg, src, ohw, 0, yi[gi*og*ohw:], ohw)
+				s.Pool.Sgemm(false, false, og, ohw, kg, 1, wg, kg, src, ohw, 0, yg, ohw)
+				continue
 			}
-			if c.Bias != nil {
+			col := s.scratch(scratchCol, kg*cols)
+			s.Pool.ParallelFor(cn, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					kernels.Im2colLd(g, xd[(c0+i)*inSz+gi*gsz:], col[i*ohw:], cols)
+				}
+			})
+			tmp := s.scratch(scratchGemm, og*cols)
+			s.Pool.Sgemm(false, false, og, cols, kg, 1, wg, kg, col, cols, 0, tmp, cols)
+			s.Pool.ParallelFor(cn, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					yi := yd[(c0+i)*outSz+gi*og*ohw:]
+					for o := 0; o < og; o++ {
+						copy(yi[o*ohw:(o+1)*ohw], tmp[o*cols+i*ohw:])
+					}
+				}
+			})
+		}
+	}
+	if c.Bias != nil {
+		s.Pool.ParallelFor(n, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				yi := yd[i*outSz:]
 				for o, b := range c.Bias.Data {
 					row := yi[o*ohw : (o+1)*ohw]
 					for j := range row {
@@ -158,27 +190,22 @@ func (c *Conv2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 					}
 				}
 			}
-		}
-	}
-	if perSample {
-		parallelChunks(s.Pool, n, run)
-	} else {
-		run(0, 0, n)
+		})
 	}
 	return y
 }
 
-// Backward: dy [N, Out, OH, OW] -> dx [N, In, H, W];
-// dW_g += dy_g · im2col(x)_gᵀ, db += Σ dy, dcol = W_gᵀ · dy_g folded by col2im.
+// Backward: dy [N, Out, OH, OW] -> dx [N, In, H, W], batched as Forward:
+// dW_g += dY'·colᵀ, db += Σ dy, dcol = W_gᵀ·dY' folded back by col2im.
+// im2col is recomputed rather than kept from forward (memory over compute).
 func (c *Conv2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense {
 	n := batch(dy)
 	g, cfg := c.geom, c.cfg
 	xd, dyd, w := f32(c.x), f32(dy), c.Weight.Data
 	inSz, outSz, ohw := cfg.In*g.H*g.W, cfg.Out*g.OH*g.OW, g.OH*g.OW
-	og, kg := cfg.Out/cfg.Groups, g.ColRows()
+	og, kg, gsz := cfg.Out/cfg.Groups, g.ColRows(), g.C*g.H*g.W
 	wantW := c.Weight.Trainable
-	wantB := c.Bias != nil && c.Bias.Trainable
-	if wantB {
+	if c.Bias != nil && c.Bias.Trainable {
 		db := c.Bias.Grad
 		for i := 0; i < n; i++ {
 			dyi := dyd[i*outSz:]
@@ -191,69 +218,71 @@ func (c *Conv2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense
 			}
 		}
 	}
-	if wantW {
-		// Weight gradient: a reduction over samples, so loop samples and let
-		// the GEMM use the pool.
-		col := s.scratch(1, kg*ohw)[0]
-		for i := 0; i < n; i++ {
-			xi, dyi := xd[i*inSz:(i+1)*inSz], dyd[i*outSz:(i+1)*outSz]
-			for gi := 0; gi < cfg.Groups; gi++ {
-				xg := xi[gi*g.C*g.H*g.W:]
-				src := col
-				if c.direct {
-					src = xg[:kg*ohw]
-				} else {
-					kernels.Im2col(g, xg, col)
-				}
-				s.Pool.Sgemm(false, true, og, kg, ohw, 1, dyi[gi*og*ohw:], ohw, src, ohw, 1, c.Weight.Grad[gi*og*kg:], kg)
+	var dx *tensor.Dense
+	var dxd []float32
+	if needDx {
+		dx = c.dx.get(n, Shape{cfg.In, g.H, g.W})
+		dxd = f32(dx)
+	}
+	if !wantW && !needDx {
+		s.gradDone(c.Bias)
+		return nil
+	}
+	nc := c.chunk(n)
+	for c0 := 0; c0 < n; c0 += nc {
+		cn := min(nc, n-c0)
+		cols := cn * ohw
+		for gi := 0; gi < cfg.Groups; gi++ {
+			wg := w[gi*og*kg:]
+			// dY' [og, cols]: the group's rows of dy for the chunk's samples.
+			dyg := dyd[c0*outSz+gi*og*ohw:]
+			ld := ohw
+			if cn > 1 {
+				tmp := s.scratch(scratchGemm, og*cols)
+				s.Pool.ParallelFor(cn, func(lo, hi int) {
+					for i := lo; i < hi; i++ {
+						dyi := dyd[(c0+i)*outSz+gi*og*ohw:]
+						for o := 0; o < og; o++ {
+							copy(tmp[o*cols+i*ohw:][:ohw], dyi[o*ohw:(o+1)*ohw])
+						}
+					}
+				})
+				dyg, ld = tmp, cols
 			}
+			if wantW {
+				var col []float32
+				if c.direct && cn == 1 {
+					col = xd[c0*inSz+gi*gsz:]
+				} else {
+					col = s.scratch(scratchCol, kg*cols)
+					s.Pool.ParallelFor(cn, func(lo, hi int) {
+						for i := lo; i < hi; i++ {
+							kernels.Im2colLd(g, xd[(c0+i)*inSz+gi*gsz:], col[i*ohw:], cols)
+						}
+					})
+				}
+				s.Pool.Sgemm(false, true, og, kg, cols, 1, dyg, ld, col, cols, 1, c.Weight.Grad[gi*og*kg:], kg)
+			}
+			if !needDx {
+				continue
+			}
+			if c.direct && cn == 1 {
+				s.Pool.Sgemm(true, false, kg, ohw, og, 1, wg, kg, dyg, ld, 0, dxd[c0*inSz+gi*gsz:], ohw)
+				continue
+			}
+			dcol := s.scratch(scratchCol, kg*cols)
+			s.Pool.Sgemm(true, false, kg, cols, og, 1, wg, kg, dyg, ld, 0, dcol, cols)
+			s.Pool.ParallelFor(cn, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					dxg := dxd[(c0+i)*inSz+gi*gsz:][:gsz]
+					clear(dxg)
+					kernels.Col2imLd(g, dcol[i*ohw:], dxg, cols)
+				}
+			})
 		}
 	}
 	s.gradDone(c.Weight, c.Bias)
-	if !needDx {
-		return nil
-	}
-	dx := c.dx.get(n, Shape{cfg.In, g.H, g.W})
-	dxd := f32(dx)
-	threads := s.Pool.Threads()
-	perSample := n >= threads && threads > 1
-	var inner *kernels.Pool
-	if !perSample {
-		inner = s.Pool
-	}
-	dcols := s.scratch(threads, kg*ohw)
-	run := func(tid, lo, hi int) {
-		dcol := dcols[tid]
-		for i := lo; i < hi; i++ {
-			dxi, dyi := dxd[i*inSz:(i+1)*inSz], dyd[i*outSz:(i+1)*outSz]
-			for gi := 0; gi < cfg.Groups; gi++ {
-				dxg := dxi[gi*g.C*g.H*g.W : (gi+1)*g.C*g.H*g.W]
-				if c.direct {
-					inner.Sgemm(true, false, kg, ohw, og, 1, w[gi*og*kg:], kg, dyi[gi*og*ohw:], ohw, 0, dxg, ohw)
-					continue
-				}
-				inner.Sgemm(true, false, kg, ohw, og, 1, w[gi*og*kg:], kg, dyi[gi*og*ohw:], ohw, 0, dcol, ohw)
-				clear(dxg)
-				kernels.Col2im(g, dcol, dxg)
-			}
-		}
-	}
-	if perSample {
-		parallelChunks(s.Pool, n, run)
-	} else {
-		run(0, 0, n)
-	}
 	return dx
-}
-
-// parallelChunks splits [0,n) over the pool, passing each chunk its thread id.
-func parallelChunks(p *kernels.Pool, n int, f func(tid, lo, hi int)) {
-	t := min(p.Threads(), n)
-	p.ParallelFor(t, func(lo, hi int) {
-		for tid := lo; tid < hi; tid++ {
-			f(tid, tid*n/t, (tid+1)*n/t)
-		}
-	})
 }
 
 func uniform(rng *rand.Rand, d []float32, bound float64) {

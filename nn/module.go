@@ -140,24 +140,25 @@ type State struct {
 	// GradReady, when set, is called once per trainable parameter as soon
 	// as its gradient for this backward pass is complete (DDP buckets).
 	GradReady func(p *Param)
-	// work is scratch memory (im2col columns) shared by every layer, so a
-	// deep net holds one set of column buffers rather than one per layer.
-	work [][]float32
+	// work is scratch memory (im2col columns, GEMM staging) shared by every
+	// layer, so a deep net holds one set of buffers rather than one per layer.
+	work [numScratch][]float32
 }
 
-// scratch returns threads per-thread scratch slices of length size. They
-// are shared by all layers: valid only until the next call.
-func (s *State) scratch(threads, size int) [][]float32 {
-	if len(s.work) < threads {
-		s.work = append(s.work, make([][]float32, threads-len(s.work))...)
+// Scratch slots: a layer may hold one buffer of each slot at a time.
+const (
+	scratchCol = iota
+	scratchGemm
+	numScratch
+)
+
+// scratch returns the slot's buffer with length size; it is shared by all
+// layers and valid only until the next call for the same slot.
+func (s *State) scratch(slot, size int) []float32 {
+	if cap(s.work[slot]) < size {
+		s.work[slot] = make([]float32, size)
 	}
-	for i := 0; i < threads; i++ {
-		if cap(s.work[i]) < size {
-			s.work[i] = make([]float32, size)
-		}
-		s.work[i] = s.work[i][:size]
-	}
-	return s.work[:threads]
+	return s.work[slot][:size]
 }
 
 func (s *State) gradDone(ps ...*Param) {
