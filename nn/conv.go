@@ -106,13 +106,17 @@ func (c *Conv2D) Build(b *Builder, in Shape) (Shape, error) {
 		return nil, fmt.Errorf("Conv2D: channels %d->%d not divisible by groups %d", cfg.In, cfg.Out, cfg.Groups)
 	case in[0] != cfg.In:
 		return nil, fmt.Errorf("Conv2D: input shape %v has %d channels, layer expects %d (shape [%d, H, W])", in, in[0], cfg.In, cfg.In)
-	case cfg.PadH < 0 || cfg.PadW < 0 || cfg.StrideH <= 0 || cfg.StrideW <= 0:
-		return nil, fmt.Errorf("Conv2D: invalid stride %dx%d or padding %dx%d", cfg.StrideH, cfg.StrideW, cfg.PadH, cfg.PadW)
+	case cfg.PadH < 0 || cfg.PadW < 0 || cfg.StrideH <= 0 || cfg.StrideW <= 0 || cfg.DilH <= 0 || cfg.DilW <= 0:
+		return nil, fmt.Errorf("Conv2D: invalid stride %dx%d, padding %dx%d or dilation %dx%d",
+			cfg.StrideH, cfg.StrideW, cfg.PadH, cfg.PadW, cfg.DilH, cfg.DilW)
 	}
 	g := kernels.NewConvGeom(cfg.In/cfg.Groups, in[1], in[2], cfg.KH, cfg.KW, cfg.StrideH, cfg.StrideW, cfg.PadH, cfg.PadW, cfg.DilH, cfg.DilW)
-	if g.OH <= 0 || g.OW <= 0 {
-		return nil, fmt.Errorf("Conv2D: input shape %v is too small for kernel %dx%d (dilation %d, padding %d): output would be %dx%d",
-			in, cfg.KH, cfg.KW, cfg.DilH, cfg.PadH, g.OH, g.OW)
+	// The dilated kernel must fit the padded input; OutSize truncates a
+	// negative quotient towards zero, so check the extent itself.
+	tooSmall := in[1]+2*cfg.PadH < cfg.DilH*(cfg.KH-1)+1 || in[2]+2*cfg.PadW < cfg.DilW*(cfg.KW-1)+1
+	if tooSmall || g.OH <= 0 || g.OW <= 0 {
+		return nil, fmt.Errorf("Conv2D: input shape %v is too small for kernel %dx%d (dilation %dx%d, padding %dx%d)",
+			in, cfg.KH, cfg.KW, cfg.DilH, cfg.DilW, cfg.PadH, cfg.PadW)
 	}
 	c.geom = g
 	c.direct = cfg.KH == 1 && cfg.KW == 1 && cfg.StrideH == 1 && cfg.StrideW == 1 && cfg.PadH == 0 && cfg.PadW == 0
