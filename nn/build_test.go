@@ -94,8 +94,10 @@ func TestBuildShapeErrors(t *testing.T) {
 			want:  []string{"[4 4 4]", "5x5"},
 		},
 		{
-			name:  "input too small for dilated conv",
-			root:  func() Module { return NewSequential(NewConv2D(ConvConfig{In: 1, Out: 1, KH: 3, KW: 3, DilH: 3, DilW: 3})) },
+			name: "input too small for dilated conv",
+			root: func() Module {
+				return NewSequential(NewConv2D(ConvConfig{In: 1, Out: 1, KH: 3, KW: 3, DilH: 3, DilW: 3}))
+			},
 			in:    Shape{1, 6, 6},
 			layer: "0",
 			want:  []string{"[1 6 6]", "3x3"},

@@ -26,7 +26,7 @@ func poolOut(in, k, pad, stride int, ceil bool) int {
 		num += stride - 1
 	}
 	if num < 0 { // window larger than the padded input: PyTorch's div_rtn floors
-		return -((-num+stride-1)/stride) + 1
+		return -((-num + stride - 1) / stride) + 1
 	}
 	out := num/stride + 1
 	if ceil && (out-1)*stride >= in+pad {
