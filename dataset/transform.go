@@ -1,0 +1,529 @@
+package dataset
+
+import (
+	"fmt"
+	"image"
+	"math"
+	"strings"
+)
+
+// Preprocess is how pixel values become network inputs, as Keras's
+// preprocess_input modes.
+type Preprocess int
+
+const (
+	// Unit scales to [0, 1] (RGB), as ToTensor without Normalize.
+	Unit Preprocess = iota
+	// Caffe: BGR order, 0..255 with the ImageNet mean subtracted.
+	Caffe
+	// Torch: RGB/255, then ImageNet mean/std normalization.
+	Torch
+	// TF: RGB scaled to [-1, 1].
+	TF
+)
+
+// ParsePreprocess reads "unit", "caffe", "torch" or "tf".
+func ParsePreprocess(s string) (Preprocess, error) {
+	switch strings.ToLower(s) {
+	case "unit", "none", "":
+		return Unit, nil
+	case "caffe":
+		return Caffe, nil
+	case "torch":
+		return Torch, nil
+	case "tf":
+		return TF, nil
+	}
+	return 0, fmt.Errorf("preprocess mode %q: want unit, caffe, torch or tf", s)
+}
+
+func (p Preprocess) String() string {
+	return [...]string{"unit", "caffe", "torch", "tf"}[p]
+}
+
+// ImageNet statistics (RGB order).
+var (
+	imagenetMean = [3]float32{0.485, 0.456, 0.406}
+	imagenetStd  = [3]float32{0.229, 0.224, 0.225}
+	caffeMeanRGB = [3]float32{123.68, 116.779, 103.939}
+)
+
+// affine returns, per output channel, a*v+b applied to v in 0..255, and
+// the source channel (0..2 of RGB) each output channel reads. For one
+// channel, the RGB statistics are averaged.
+func (p Preprocess) affine(channels int) (a, b [3]float32, src [3]int) {
+	src = [3]int{0, 1, 2}
+	for c := range 3 {
+		switch p {
+		case Unit:
+			a[c], b[c] = 1.0/255, 0
+		case Caffe:
+			a[c], b[c] = 1, -caffeMeanRGB[c]
+		case Torch:
+			a[c], b[c] = 1/(255*imagenetStd[c]), -imagenetMean[c]/imagenetStd[c]
+		case TF:
+			a[c], b[c] = 1/127.5, -1
+		}
+	}
+	if p == Caffe {
+		src = [3]int{2, 1, 0}
+		a[0], a[2] = a[2], a[0]
+		b[0], b[2] = b[2], b[0]
+	}
+	if channels == 1 {
+		a[0] = (a[0] + a[1] + a[2]) / 3
+		b[0] = (b[0] + b[1] + b[2]) / 3
+		src[0] = 0
+	}
+	return a, b, src
+}
+
+// TransformConfig describes the per-sample transform into C×Size×Size.
+type TransformConfig struct {
+	Size     int // output height and width
+	Channels int // 1 or 3 (grayscale is expanded, color is reduced to luma)
+	// Train selects RandomResizedCrop + random horizontal flip; otherwise
+	// the evaluation transform: resize the shorter side to ResizeShorter,
+	// then center-crop Size.
+	Train bool
+	// RandomResizedCrop's area scale and aspect-ratio ranges
+	// (defaults 0.08–1 and 3/4–4/3, as torchvision).
+	ScaleMin, ScaleMax float64
+	RatioMin, RatioMax float64
+	// NoFlip disables the random flip in training.
+	NoFlip bool
+	// ResizeShorter for evaluation (default Size*256/224, as for ImageNet).
+	ResizeShorter int
+	Preprocess    Preprocess
+}
+
+// WithDefaults fills zero fields.
+func (c TransformConfig) WithDefaults() TransformConfig {
+	if c.Channels == 0 {
+		c.Channels = 3
+	}
+	if c.ScaleMax == 0 {
+		c.ScaleMin, c.ScaleMax = 0.08, 1
+	}
+	if c.RatioMax == 0 {
+		c.RatioMin, c.RatioMax = 3.0/4, 4.0/3
+	}
+	if c.ResizeShorter == 0 {
+		c.ResizeShorter = (c.Size*256 + 112) / 224
+	}
+	return c
+}
+
+// Validate checks the config.
+func (c TransformConfig) Validate() error {
+	switch {
+	case c.Size <= 0 || c.Size > 4096:
+		return fmt.Errorf("transform: size %d out of range", c.Size)
+	case c.Channels != 1 && c.Channels != 3:
+		return fmt.Errorf("transform: %d channels, want 1 or 3", c.Channels)
+	case !(c.ScaleMin > 0 && c.ScaleMin <= c.ScaleMax && c.ScaleMax <= 1):
+		return fmt.Errorf("transform: scale range [%g,%g] invalid", c.ScaleMin, c.ScaleMax)
+	case !(c.RatioMin > 0 && c.RatioMin <= c.RatioMax):
+		return fmt.Errorf("transform: ratio range [%g,%g] invalid", c.RatioMin, c.RatioMax)
+	case c.ResizeShorter < c.Size:
+		return fmt.Errorf("transform: resize %d smaller than crop %d", c.ResizeShorter, c.Size)
+	}
+	return nil
+}
+
+// SampleLen is C*Size*Size, the floats per sample.
+func (c TransformConfig) SampleLen() int { return c.Channels * c.Size * c.Size }
+
+// Transformer applies a TransformConfig; its scratch buffers are reused, so
+// one Transformer serves one goroutine at a time.
+type Transformer struct {
+	cfg    TransformConfig
+	a, b   [3]float32
+	src    [3]int
+	region []uint8   // source pixels of the needed window, interleaved
+	tmp    []float32 // after the horizontal pass
+	acc    []float32
+	kx, ky coeffs
+}
+
+// NewTransformer checks cfg (after WithDefaults) and prepares buffers.
+func NewTransformer(cfg TransformConfig) (*Transformer, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	t := &Transformer{cfg: cfg}
+	t.a, t.b, t.src = cfg.Preprocess.affine(cfg.Channels)
+	return t, nil
+}
+
+// Config returns the effective config.
+func (t *Transformer) Config() TransformConfig { return t.cfg }
+
+// Box is a crop rectangle in source pixel coordinates (floats, as PIL's
+// resize box); Clip is the integer rectangle filters may read (the crop for
+// RandomResizedCrop, which torchvision crops before resizing).
+type cropPlan struct {
+	x0, y0, x1, y1 float64
+	clip           image.Rectangle
+	flip           bool
+}
+
+// plan chooses the crop for an image of w×h with randomness from seed.
+func (t *Transformer) plan(w, h int, seed uint64) cropPlan {
+	c := t.cfg
+	if !c.Train {
+		// torchvision Resize(shorter) then CenterCrop(size), as one box.
+		var nw, nh int
+		if w <= h {
+			nw, nh = c.ResizeShorter, int(float64(c.ResizeShorter)*float64(h)/float64(w))
+		} else {
+			nh, nw = c.ResizeShorter, int(float64(c.ResizeShorter)*float64(w)/float64(h))
+		}
+		left := math.Round(float64(nw-c.Size) / 2)
+		top := math.Round(float64(nh-c.Size) / 2)
+		sx, sy := float64(w)/float64(nw), float64(h)/float64(nh)
+		return cropPlan{x0: left * sx, y0: top * sy, x1: (left + float64(c.Size)) * sx, y1: (top + float64(c.Size)) * sy,
+			clip: image.Rect(0, 0, w, h)}
+	}
+	r := splitmix{s: seed}
+	cx, cy, cw, ch := rrcParams(&r, w, h, c.ScaleMin, c.ScaleMax, c.RatioMin, c.RatioMax)
+	flip := !c.NoFlip && r.float64() < 0.5
+	return cropPlan{x0: float64(cx), y0: float64(cy), x1: float64(cx + cw), y1: float64(cy + ch),
+		clip: image.Rect(cx, cy, cx+cw, cy+ch), flip: flip}
+}
+
+// rrcParams is torchvision's RandomResizedCrop.get_params.
+func rrcParams(r *splitmix, w, h int, smin, smax, rmin, rmax float64) (x, y, cw, ch int) {
+	area := float64(w * h)
+	lr0, lr1 := math.Log(rmin), math.Log(rmax)
+	for range 10 {
+		target := area * (smin + (smax-smin)*r.float64())
+		aspect := math.Exp(lr0 + (lr1-lr0)*r.float64())
+		cw = int(math.Round(math.Sqrt(target * aspect)))
+		ch = int(math.Round(math.Sqrt(target / aspect)))
+		if cw > 0 && cw <= w && ch > 0 && ch <= h {
+			y = int(r.bounded(uint64(h - ch + 1)))
+			x = int(r.bounded(uint64(w - cw + 1)))
+			return x, y, cw, ch
+		}
+	}
+	ratio := float64(w) / float64(h)
+	switch {
+	case ratio < rmin:
+		cw, ch = w, int(math.Round(float64(w)/rmin))
+	case ratio > rmax:
+		ch, cw = h, int(math.Round(float64(h)*rmax))
+	default:
+		cw, ch = w, h
+	}
+	cw, ch = max(min(cw, w), 1), max(min(ch, h), 1)
+	return (w - cw) / 2, (h - ch) / 2, cw, ch
+}
+
+// Apply transforms img into dst (C×Size×Size floats, NCHW row of a batch);
+// seed drives the random crop and flip.
+func (t *Transformer) Apply(img image.Image, seed uint64, dst []float32) {
+	b := img.Bounds()
+	p := t.plan(b.Dx(), b.Dy(), seed)
+	S := t.cfg.Size
+	// Coefficients relative to the clip rectangle (image coordinates from 0).
+	cl := p.clip
+	t.kx.compute(p.x0-float64(cl.Min.X), p.x1-float64(cl.Min.X), cl.Dx(), S)
+	t.ky.compute(p.y0-float64(cl.Min.Y), p.y1-float64(cl.Min.Y), cl.Dy(), S)
+	// The window of source pixels actually read.
+	rx0, rx1 := t.kx.span()
+	ry0, ry1 := t.ky.span()
+	cs := 3
+	if t.cfg.Channels == 1 || isGray(img) {
+		cs = 1
+	}
+	rw, rh := rx1-rx0, ry1-ry0
+	t.region = grow(t.region, rw*rh*cs)
+	rect := image.Rect(b.Min.X+cl.Min.X+rx0, b.Min.Y+cl.Min.Y+ry0, b.Min.X+cl.Min.X+rx1, b.Min.Y+cl.Min.Y+ry1)
+	toPixels(img, rect, cs, t.region)
+	// Horizontal pass: rh rows × S columns × cs.
+	t.tmp = growF(t.tmp, rh*S*cs)
+	t.kx.shift(rx0)
+	horizontal(t.region, rw, rh, cs, &t.kx, t.tmp)
+	t.kx.shift(-rx0)
+	// Vertical pass into channel planes with the affine map and flip.
+	t.acc = growF(t.acc, S*cs)
+	plane := S * S
+	for yy := range S {
+		acc := t.acc[:S*cs]
+		clear(acc)
+		lo, ws := t.ky.window(yy)
+		for k, w := range ws {
+			row := t.tmp[(lo+k-ry0)*S*cs : (lo+k-ry0+1)*S*cs]
+			axpy(w, row, acc)
+		}
+		out := dst[yy*S : yy*S+S]
+		for c := range t.cfg.Channels {
+			sc := 0
+			if cs == 3 {
+				sc = t.src[c]
+			}
+			a, bb := t.a[c], t.b[c]
+			o := dst[c*plane+yy*S : c*plane+yy*S+S]
+			_ = out
+			if p.flip {
+				for xx := range S {
+					o[S-1-xx] = clamp255(acc[xx*cs+sc])*a + bb
+				}
+			} else {
+				for xx := range S {
+					o[xx] = clamp255(acc[xx*cs+sc])*a + bb
+				}
+			}
+		}
+	}
+}
+
+func clamp255(v float32) float32 {
+	if v < 0 {
+		return 0
+	}
+	if v > 255 {
+		return 255
+	}
+	return v
+}
+
+func axpy(w float32, x, y []float32) {
+	y = y[:len(x)]
+	for i, v := range x {
+		y[i] += w * v
+	}
+}
+
+func grow(b []uint8, n int) []uint8 {
+	if cap(b) < n {
+		return make([]uint8, n)
+	}
+	return b[:n]
+}
+
+func growF(b []float32, n int) []float32 {
+	if cap(b) < n {
+		return make([]float32, n)
+	}
+	return b[:n]
+}
+
+func isGray(img image.Image) bool {
+	switch im := img.(type) {
+	case *image.Gray, *image.Gray16:
+		return true
+	case *image.YCbCr:
+		return false
+	case *image.Paletted:
+		for _, c := range im.Palette {
+			r, g, b, _ := c.RGBA()
+			if r != g || g != b {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// coeffs are PIL's antialiased bilinear resampling weights: for output i,
+// weights w[off[i]:off[i+1]] over source pixels lo[i], lo[i]+1, ...
+type coeffs struct {
+	lo  []int
+	off []int
+	w   []float32
+}
+
+// compute prepares out weights for the box [b0, b1) of a source of size n
+// (PIL precompute_coeffs with the triangle filter, support 1).
+func (k *coeffs) compute(b0, b1 float64, n, out int) {
+	scale := (b1 - b0) / float64(out)
+	fscale := max(scale, 1)
+	support := fscale
+	ss := 1 / fscale
+	k.lo, k.off, k.w = k.lo[:0], k.off[:0], k.w[:0]
+	k.off = append(k.off, 0)
+	for i := range out {
+		center := b0 + (float64(i)+0.5)*scale
+		xmin := max(int(center-support+0.5), 0)
+		xmax := min(int(center+support+0.5), n)
+		if xmax <= xmin { // degenerate box: nearest pixel
+			xmin = min(max(int(center), 0), n-1)
+			xmax = xmin + 1
+		}
+		start := len(k.w)
+		var sum float64
+		for x := xmin; x < xmax; x++ {
+			v := 1 - math.Abs((float64(x)-center+0.5)*ss)
+			if v < 0 {
+				v = 0
+			}
+			k.w = append(k.w, float32(v))
+			sum += v
+		}
+		if sum == 0 {
+			k.w[start] = 1
+			sum = 1
+		}
+		for j := start; j < len(k.w); j++ {
+			k.w[j] = float32(float64(k.w[j]) / sum)
+		}
+		k.lo = append(k.lo, xmin)
+		k.off = append(k.off, len(k.w))
+	}
+}
+
+func (k *coeffs) window(i int) (lo int, w []float32) {
+	return k.lo[i], k.w[k.off[i]:k.off[i+1]]
+}
+
+// span is the source range [lo, hi) that any weight touches.
+func (k *coeffs) span() (lo, hi int) {
+	lo, hi = k.lo[0], 0
+	for i := range k.lo {
+		lo = min(lo, k.lo[i])
+		hi = max(hi, k.lo[i]+k.off[i+1]-k.off[i])
+	}
+	return lo, hi
+}
+
+func (k *coeffs) shift(d int) {
+	for i := range k.lo {
+		k.lo[i] -= d
+	}
+}
+
+// horizontal resamples rh rows of rw×cs uint8 pixels into S×cs floats each.
+func horizontal(src []uint8, rw, rh, cs int, k *coeffs, dst []float32) {
+	S := len(k.lo)
+	for y := range rh {
+		row := src[y*rw*cs : (y+1)*rw*cs]
+		out := dst[y*S*cs : (y+1)*S*cs]
+		if cs == 1 {
+			for i := range S {
+				lo, ws := k.lo[i], k.w[k.off[i]:k.off[i+1]]
+				px := row[lo : lo+len(ws)]
+				var s float32
+				for j, w := range ws {
+					s += w * float32(px[j])
+				}
+				out[i] = s
+			}
+			continue
+		}
+		for i := range S {
+			lo, ws := k.lo[i], k.w[k.off[i]:k.off[i+1]]
+			px := row[lo*3 : (lo+len(ws))*3]
+			var r, g, b float32
+			for j, w := range ws {
+				p := px[j*3 : j*3+3 : j*3+3]
+				r += w * float32(p[0])
+				g += w * float32(p[1])
+				b += w * float32(p[2])
+			}
+			out[i*3], out[i*3+1], out[i*3+2] = r, g, b
+		}
+	}
+}
+
+// toPixels copies rect of img into dst as interleaved 8-bit pixels with cs
+// channels (1: luma, 3: RGB); alpha is dropped as PIL's convert("RGB").
+func toPixels(img image.Image, rect image.Rectangle, cs int, dst []uint8) {
+	w := rect.Dx()
+	switch im := img.(type) {
+	case *image.YCbCr:
+		if cs == 1 { // JPEG luma is ITU-R 601 luma, what PIL's "L" computes from RGB
+			for y := rect.Min.Y; y < rect.Max.Y; y++ {
+				i := im.YOffset(rect.Min.X, y)
+				copy(dst[(y-rect.Min.Y)*w:], im.Y[i:i+w])
+			}
+			return
+		}
+		ycbcrToRGB(im, rect, dst)
+		return
+	case *image.Gray:
+		if cs == 1 {
+			for y := rect.Min.Y; y < rect.Max.Y; y++ {
+				i := im.PixOffset(rect.Min.X, y)
+				copy(dst[(y-rect.Min.Y)*w:], im.Pix[i:i+w])
+			}
+			return
+		}
+	case *image.NRGBA:
+		rgbaLike(im.Pix, im.Stride, im.PixOffset(rect.Min.X, rect.Min.Y), w, rect.Dy(), cs, dst)
+		return
+	case *image.RGBA:
+		rgbaLike(im.Pix, im.Stride, im.PixOffset(rect.Min.X, rect.Min.Y), w, rect.Dy(), cs, dst)
+		return
+	}
+	// Everything else (paletted, 16-bit, CMYK): the generic path.
+	i := 0
+	for y := rect.Min.Y; y < rect.Max.Y; y++ {
+		for x := rect.Min.X; x < rect.Max.X; x++ {
+			r, g, b, a := img.At(x, y).RGBA()
+			if a != 0 && a != 0xffff { // un-premultiply, as PIL keeps straight RGB
+				r, g, b = r*0xffff/a, g*0xffff/a, b*0xffff/a
+			}
+			if cs == 1 {
+				dst[i] = luma(uint8(r>>8), uint8(g>>8), uint8(b>>8))
+				i++
+			} else {
+				dst[i], dst[i+1], dst[i+2] = uint8(r>>8), uint8(g>>8), uint8(b>>8)
+				i += 3
+			}
+		}
+	}
+}
+
+// luma is PIL's L = R*299/1000 + G*587/1000 + B*114/1000 (fixed point).
+func luma(r, g, b uint8) uint8 {
+	return uint8((uint32(r)*19595 + uint32(g)*38470 + uint32(b)*7471 + 0x8000) >> 16)
+}
+
+func rgbaLike(pix []uint8, stride, off, w, h, cs int, dst []uint8) {
+	for y := range h {
+		row := pix[off+y*stride : off+y*stride+4*w]
+		if cs == 1 {
+			d := dst[y*w : (y+1)*w]
+			for x := range w {
+				d[x] = luma(row[4*x], row[4*x+1], row[4*x+2])
+			}
+			continue
+		}
+		d := dst[y*w*3 : (y+1)*w*3]
+		for x := range w {
+			d[3*x], d[3*x+1], d[3*x+2] = row[4*x], row[4*x+1], row[4*x+2]
+		}
+	}
+}
+
+// ycbcrToRGB converts with the same integer arithmetic as image/color.
+func ycbcrToRGB(im *image.YCbCr, rect image.Rectangle, dst []uint8) {
+	w := rect.Dx()
+	for y := rect.Min.Y; y < rect.Max.Y; y++ {
+		d := dst[(y-rect.Min.Y)*w*3 : (y-rect.Min.Y+1)*w*3]
+		yi := im.YOffset(rect.Min.X, y)
+		for x := range w {
+			ci := im.COffset(rect.Min.X+x, y)
+			yy1 := int32(im.Y[yi+x]) * 0x10101
+			cb1 := int32(im.Cb[ci]) - 128
+			cr1 := int32(im.Cr[ci]) - 128
+			r := yy1 + 91881*cr1
+			g := yy1 - 22554*cb1 - 46802*cr1
+			b := yy1 + 116130*cb1
+			d[3*x] = clampYCC(r)
+			d[3*x+1] = clampYCC(g)
+			d[3*x+2] = clampYCC(b)
+		}
+	}
+}
+
+func clampYCC(v int32) uint8 {
+	if uint32(v)&0xff000000 == 0 {
+		return uint8(v >> 16)
+	}
+	return uint8(^(v >> 31))
+}

@@ -1,0 +1,199 @@
+package dataset
+
+import (
+	"bytes"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"image/png"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+func uniformImage(kind string, w, h int, c color.NRGBA) []byte {
+	img := image.NewNRGBA(image.Rect(0, 0, w, h))
+	for i := 0; i < len(img.Pix); i += 4 {
+		img.Pix[i], img.Pix[i+1], img.Pix[i+2], img.Pix[i+3] = c.R, c.G, c.B, c.A
+	}
+	var b bytes.Buffer
+	if kind == "png" {
+		png.Encode(&b, img)
+	} else {
+		jpeg.Encode(&b, img, &jpeg.Options{Quality: 100})
+	}
+	return b.Bytes()
+}
+
+// A uniform image stays uniform under every crop, flip and resize, so the
+// output is exactly the preprocessing of that color.
+func TestTransformUniform(t *testing.T) {
+	col := color.NRGBA{200, 100, 50, 255}
+	want := map[Preprocess][3]float32{
+		Unit:  {200.0 / 255, 100.0 / 255, 50.0 / 255},
+		Caffe: {50 - 103.939, 100 - 116.779, 200 - 123.68}, // BGR
+		Torch: {(200.0/255 - 0.485) / 0.229, (100.0/255 - 0.456) / 0.224, (50.0/255 - 0.406) / 0.225},
+		TF:    {200/127.5 - 1, 100/127.5 - 1, 50/127.5 - 1},
+	}
+	data := uniformImage("png", 57, 31, col)
+	img, err := DecodeImage(data, "u.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for mode, w := range want {
+		for _, train := range []bool{false, true} {
+			for _, size := range []int{8, 24, 100} {
+				tr, err := NewTransformer(TransformConfig{Size: size, Train: train, Preprocess: mode})
+				if err != nil {
+					t.Fatal(err)
+				}
+				out := make([]float32, 3*size*size)
+				for seed := range uint64(5) {
+					tr.Apply(img, seed, out)
+					for c := range 3 {
+						for _, v := range out[c*size*size : (c+1)*size*size] {
+							if math.Abs(float64(v-w[c])) > 1e-4*max(1, math.Abs(float64(w[c]))) {
+								t.Fatalf("%v train=%v size %d channel %d: %v, want %v", mode, train, size, c, v, w[c])
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestTransformGrayExpandAndReduce(t *testing.T) {
+	g := image.NewGray(image.Rect(0, 0, 28, 28))
+	for i := range g.Pix {
+		g.Pix[i] = uint8(i * 7)
+	}
+	var b bytes.Buffer
+	png.Encode(&b, g)
+	img, err := DecodeImage(b.Bytes(), "g.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr3, _ := NewTransformer(TransformConfig{Size: 28, ResizeShorter: 28})
+	tr1, _ := NewTransformer(TransformConfig{Size: 28, ResizeShorter: 28, Channels: 1})
+	out3, out1 := make([]float32, 3*28*28), make([]float32, 28*28)
+	tr3.Apply(img, 0, out3)
+	tr1.Apply(img, 0, out1)
+	n := 28 * 28
+	if !slices.Equal(out3[:n], out3[n:2*n]) || !slices.Equal(out3[:n], out3[2*n:]) || !slices.Equal(out3[:n], out1) {
+		t.Error("grayscale not expanded identically to 3 channels")
+	}
+	// Same size, no crop: the identity (up to float rounding).
+	for i, v := range out1 {
+		if math.Abs(float64(v)-float64(g.Pix[i])/255) > 1e-5 {
+			t.Fatalf("pixel %d: %v want %v", i, v, float64(g.Pix[i])/255)
+		}
+	}
+}
+
+func TestTransformFlipAndDeterminism(t *testing.T) {
+	data := testImage(t, "png", 64, 48, 3)
+	img, _ := DecodeImage(data, "x.png")
+	tr, _ := NewTransformer(TransformConfig{Size: 32, Train: true})
+	trNF, _ := NewTransformer(TransformConfig{Size: 32, Train: true, NoFlip: true})
+	a, b := make([]float32, 3*32*32), make([]float32, 3*32*32)
+	flips := 0
+	for seed := range uint64(40) {
+		tr.Apply(img, seed, a)
+		trNF.Apply(img, seed, b)
+		if slices.Equal(a, b) {
+			continue
+		}
+		flips++
+		for c := range 3 {
+			for y := range 32 {
+				for x := range 32 {
+					if a[c*1024+y*32+x] != b[c*1024+y*32+31-x] {
+						t.Fatalf("seed %d: flipped output is not the mirror image", seed)
+					}
+				}
+			}
+		}
+	}
+	if flips < 10 || flips > 30 {
+		t.Errorf("%d of 40 flipped, want about half", flips)
+	}
+	tr.Apply(img, 7, a)
+	tr.Apply(img, 7, b)
+	if !slices.Equal(a, b) {
+		t.Error("same seed, different output")
+	}
+	tr.Apply(img, 8, b)
+	if slices.Equal(a, b) {
+		t.Error("different seeds, same crop")
+	}
+}
+
+func TestRandomResizedCropParams(t *testing.T) {
+	r := splitmix{s: 1}
+	rng := rand.New(rand.NewPCG(1, 1))
+	for range 2000 {
+		w, h := 1+rng.IntN(500), 1+rng.IntN(500)
+		x, y, cw, ch := rrcParams(&r, w, h, 0.08, 1, 3.0/4, 4.0/3)
+		if x < 0 || y < 0 || cw < 1 || ch < 1 || x+cw > w || y+ch > h {
+			t.Fatalf("%dx%d: crop %d,%d %dx%d out of bounds", w, h, x, y, cw, ch)
+		}
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	good := testImage(t, "jpg", 32, 32, 1)
+	goodPNG := testImage(t, "png", 32, 32, 1)
+	for name, data := range map[string][]byte{
+		"text":          []byte("hello, not an image"),
+		"empty":         nil,
+		"truncated jpg": good[:len(good)/2],
+		"truncated png": goodPNG[:len(goodPNG)/2],
+		"header only":   good[:3],
+	} {
+		_, err := DecodeImage(data, "bucket/"+name)
+		if err == nil {
+			t.Errorf("%s: decoded", name)
+			continue
+		}
+		if !bytes.Contains([]byte(err.Error()), []byte("bucket/"+name)) {
+			t.Errorf("%s: error does not name the object: %v", name, err)
+		}
+	}
+}
+
+func FuzzDecodeTransform(f *testing.F) {
+	f.Add(testImage(f, "jpg", 9, 7, 1))
+	f.Add(testImage(f, "png", 5, 11, 2))
+	g := image.NewGray(image.Rect(0, 0, 3, 3))
+	var b bytes.Buffer
+	png.Encode(&b, g)
+	f.Add(b.Bytes())
+	if m, _ := filepath.Glob("/usr/share/darknet/data/dog.jpg"); len(m) == 1 {
+		if d, err := os.ReadFile(m[0]); err == nil && len(d) < 1<<20 {
+			f.Add(d[:4096])
+		}
+	}
+	tr, _ := NewTransformer(TransformConfig{Size: 16, Train: true})
+	te, _ := NewTransformer(TransformConfig{Size: 16, Channels: 1, Preprocess: Torch})
+	out := make([]float32, 3*16*16)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		img, err := DecodeImage(data, "fuzz")
+		if err != nil {
+			return
+		}
+		if img.Bounds().Dx()*img.Bounds().Dy() > 1<<22 {
+			return
+		}
+		tr.Apply(img, 1, out)
+		te.Apply(img, 2, out[:256])
+		for _, v := range out {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				t.Fatal("non-finite output")
+			}
+		}
+	})
+}
