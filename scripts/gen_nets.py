@@ -1,0 +1,290 @@
+#!/usr/bin/python3
+"""Reference data for ringtrain's nets/ package, from PyTorch/torchvision.
+
+Run with Debian's /usr/bin/python3 (python3-torch 1.13, python3-torchvision 0.14).
+
+  gen_nets.py keys [--out nets/testdata/torchvision_keys.json]
+      For every architecture at 1000 classes: the ordered state_dict keys
+      with shapes and the learnable parameter count.
+
+  gen_nets.py numerics --net resnet18 --input 64 [--batch 2 --classes 10] --out F
+      Builds the net, fills every parameter and buffer with the deterministic
+      pattern of fill() below (the Go test computes the same pattern from the
+      same names, so no weights need to be stored), and writes a
+      safetensors-format file with: input, labels, logits_eval (eval mode),
+      logits_train (train mode, dropout disabled), grad.<name> (gradients of
+      the mean cross-entropy for a few named parameters, train mode) and
+      after.<bn>.running_mean/var (a BN's running stats after the train step).
+      The header's __metadata__ lists what was written and the peak RSS.
+
+  gen_nets.py peakmem --net resnet50 --input 224 --batch 8
+      Forward+backward once (train mode) and print the peak RSS in MiB.
+"""
+import argparse
+import json
+import resource
+import struct
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torchvision.models as tvm
+
+
+# ---- architectures that torchvision does not ship ---------------------------
+
+class LeNet(nn.Module):
+    """ringtrain's lenet (nets/lenet.go): features, flatten, classifier."""
+
+    def __init__(self, num_classes=10, in_ch=1, size=28):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_ch, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2, 2))
+        s = (size // 2 - 4) // 2
+        self.classifier = nn.Sequential(
+            nn.Linear(16 * s * s, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+            nn.Linear(84, num_classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class AlexNet2012(nn.Module):
+    """Krizhevsky et al. 2012 with its two-GPU grouped convolutions and LRN,
+    in Caffe's layer order (conv, relu, norm, pool), torchvision-like names."""
+
+    def __init__(self, num_classes=1000, in_ch=3):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_ch, 96, 11, stride=4), nn.ReLU(),
+            nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0), nn.MaxPool2d(3, 2),
+            nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(),
+            nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0), nn.MaxPool2d(3, 2),
+            nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(),
+            nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(),
+            nn.MaxPool2d(3, 2))
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Linear(256 * 6 * 6, 4096), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(4096, num_classes))
+
+    def forward(self, x):
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def nin_block(cin, cout, k, s, p):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, s, p), nn.ReLU(),
+                         nn.Conv2d(cout, cout, 1), nn.ReLU(),
+                         nn.Conv2d(cout, cout, 1), nn.ReLU())
+
+
+def nin(num_classes=1000, in_ch=3):
+    """d2l.ai's NiN (chapter 8.3), same module indices."""
+    return nn.Sequential(
+        nin_block(in_ch, 96, 11, 4, 0), nn.MaxPool2d(3, 2),
+        nin_block(96, 256, 5, 1, 2), nn.MaxPool2d(3, 2),
+        nin_block(256, 384, 3, 1, 1), nn.MaxPool2d(3, 2),
+        nn.Dropout(0.5),
+        nin_block(384, num_classes, 3, 1, 1),
+        nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten())
+
+
+def build(name, classes=1000):
+    if name == "lenet":
+        return LeNet(classes)
+    if name == "alexnet-2012":
+        return AlexNet2012(classes)
+    if name == "nin":
+        return nin(classes)
+    if name == "googlenet":
+        return tvm.googlenet(weights=None, num_classes=classes, aux_logits=False, init_weights=True)
+    if name == "googlenet+aux":
+        return tvm.googlenet(weights=None, num_classes=classes, aux_logits=True, init_weights=True)
+    return getattr(tvm, name)(weights=None, num_classes=classes)
+
+
+NETS = ["lenet", "alexnet", "alexnet-2012", "nin",
+        "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
+        "googlenet", "googlenet+aux",
+        "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+        "densenet121", "densenet169", "densenet201"]
+
+
+def describe(model):
+    keys = [[k, list(v.shape)] for k, v in model.state_dict().items()]
+    params = sum(p.numel() for p in model.parameters())
+    return {"params": params, "keys": keys}
+
+
+def cmd_keys(args):
+    out = {}
+    for name in NETS:
+        m = build(name)
+        out[name] = describe(m)
+        print(f"{name:14s} {out[name]['params']:>12,d} params {len(out[name]['keys']):5d} keys", file=sys.stderr)
+    # Keras VGG16(include_top=False): torchvision's vgg16 features only.
+    f = tvm.vgg16(weights=None).features
+    d = describe(f)
+    d["keys"] = [["features." + k, s] for k, s in d["keys"]]
+    out["vgg16_notop"] = d
+    print(f"{'vgg16_notop':14s} {d['params']:>12,d} params", file=sys.stderr)
+    with open(args.out, "w") as fh:
+        json.dump(out, fh, separators=(",", ":"))
+        fh.write("\n")
+
+
+# ---- deterministic parameter pattern (mirrored by nets/numerics_test.go) ----
+
+M32 = 0xFFFFFFFF
+
+
+def fnv1a32(s):
+    h = 0x811C9DC5
+    for b in s.encode():
+        h ^= b
+        h = (h * 0x01000193) & M32
+    return h
+
+
+def unit(name, n):
+    """n values in [-1, 1): murmur3's fmix32 of (i*0x9E3779B1 + fnv1a32(name))."""
+    x = (np.arange(n, dtype=np.uint64) * np.uint64(0x9E3779B1) + np.uint64(fnv1a32(name))) & np.uint64(M32)
+    x ^= x >> np.uint64(16)
+    x = (x * np.uint64(0x85EBCA6B)) & np.uint64(M32)
+    x ^= x >> np.uint64(13)
+    x = (x * np.uint64(0xC2B2AE35)) & np.uint64(M32)
+    x ^= x >> np.uint64(16)
+    return x.astype(np.float64) / 4294967296.0 * 2.0 - 1.0
+
+
+def fill(name, shape):
+    n = int(np.prod(shape)) if len(shape) else 1
+    v = unit(name, n)
+    if name.endswith("num_batches_tracked"):
+        return np.zeros(shape)
+    if name.endswith("running_mean"):
+        v = 0.1 * v
+    elif name.endswith("running_var"):
+        v = 1.0 + 0.25 * (v + 1.0)
+    elif len(shape) >= 2:  # conv / linear weight: He-uniform on fan_in
+        fan_in = int(np.prod(shape[1:]))
+        v = v * np.sqrt(6.0 / fan_in)
+    elif name.endswith("weight"):  # BN gamma
+        v = 1.0 + 0.1 * v
+    else:  # biases, BN beta
+        v = 0.1 * v
+    return v.reshape(shape)
+
+
+def save_safetensors(path, tensors, meta):
+    header, blobs, off = {"__metadata__": meta}, [], 0
+    for k, a in tensors.items():
+        b = np.ascontiguousarray(a, dtype="<f4").tobytes()
+        header[k] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(h)))
+        fh.write(h)
+        for b in blobs:
+            fh.write(b)
+
+
+def cmd_numerics(args):
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    m = build(args.net, args.classes)
+    if args.net == "lenet":
+        m = LeNet(args.classes, 1, args.input)
+    chans = 1 if args.net == "lenet" else 3
+    sd = m.state_dict()
+    with torch.no_grad():
+        for k, v in sd.items():
+            if v.dtype.is_floating_point:
+                v.copy_(torch.from_numpy(fill(k, list(v.shape))).to(v.dtype))
+            else:
+                v.zero_()
+    x = torch.randn(args.batch, chans, args.input, args.input)
+    labels = torch.arange(args.batch) % args.classes
+    out = {"input": x.numpy(), "labels": labels.float().numpy()}
+
+    m.eval()
+    with torch.no_grad():
+        out["logits_eval"] = m(x).numpy()
+    for mod in m.modules():
+        if isinstance(mod, nn.Dropout):
+            mod.p = 0.0
+    m.train()
+    logits = m(x)
+    loss = nn.functional.cross_entropy(logits, labels)
+    loss.backward()
+    out["logits_train"] = logits.detach().numpy()
+    named = [(k, p) for k, p in m.named_parameters()]
+    weights = [k for k, p in named if p.dim() >= 2]
+    pick = [weights[0], weights[len(weights) // 2], weights[-1]]
+    bns = [k for k, p in named if p.dim() == 1 and k.endswith("weight")]
+    if bns:
+        pick += [bns[0], bns[-1]]
+    params = dict(named)
+    for k in pick:
+        out["grad." + k] = params[k].grad.numpy()
+    bn_mods = [k for k, mod in m.named_modules() if isinstance(mod, nn.BatchNorm2d)]
+    if bn_mods:
+        b = bn_mods[len(bn_mods) // 2]
+        sd = m.state_dict()
+        out[f"after.{b}.running_mean"] = sd[b + ".running_mean"].numpy()
+        out[f"after.{b}.running_var"] = sd[b + ".running_var"].numpy()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    meta = {"net": args.net, "input": str(args.input), "classes": str(args.classes),
+            "batch": str(args.batch), "loss": repr(loss.item()), "torch": torch.__version__,
+            "peak_rss_mib": f"{peak:.0f}"}
+    save_safetensors(args.out, out, meta)
+    print(f"{args.net} input {args.input}: loss {loss.item():.6f}, {len(out)} tensors -> {args.out}", file=sys.stderr)
+
+
+def cmd_peakmem(args):
+    torch.set_num_threads(args.threads)
+    m = build(args.net, 1000)
+    m.train()
+    x = torch.randn(args.batch, 3, args.input, args.input)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = m(x)
+    if not torch.is_tensor(out):
+        out = out[0]
+    nn.functional.cross_entropy(out, torch.zeros(args.batch, dtype=torch.long)).backward()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"net": args.net, "input": args.input, "batch": args.batch,
+                      "rss_before_mib": round(before), "peak_rss_mib": round(peak)}))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    k = sub.add_parser("keys")
+    k.add_argument("--out", default="nets/testdata/torchvision_keys.json")
+    n = sub.add_parser("numerics")
+    n.add_argument("--net", required=True)
+    n.add_argument("--input", type=int, default=64)
+    n.add_argument("--batch", type=int, default=2)
+    n.add_argument("--classes", type=int, default=10)
+    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--threads", type=int, default=1)
+    n.add_argument("--out", required=True)
+    p = sub.add_parser("peakmem")
+    p.add_argument("--net", default="resnet50")
+    p.add_argument("--input", type=int, default=224)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    {"keys": cmd_keys, "numerics": cmd_numerics, "peakmem": cmd_peakmem}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
