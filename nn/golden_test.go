@@ -229,20 +229,33 @@ func goldenPools(t *testing.T) []*kernels.Pool {
 
 func runLayerGolden(t *testing.T, file string) {
 	for _, c := range loadGolden(t, file) {
+		modes := []bool{c.Train}
+		if modeFree[c.Layer] { // the golden is valid in both modes
+			modes = append(modes, !c.Train)
+		}
 		for _, pool := range goldenPools(t) {
-			t.Run(fmt.Sprintf("%s/threads=%d", c.Name, pool.Threads()), func(t *testing.T) {
-				switch {
-				case c.Layer == "dropout":
-					checkDropoutGolden(t, c, pool)
-				case c.X1 != nil:
-					checkBNRunningGolden(t, c, pool)
-				default:
-					checkLayerGolden(t, c, pool)
-				}
-			})
+			for _, train := range modes {
+				c := c
+				c.Train = train
+				t.Run(fmt.Sprintf("%s/train=%v/threads=%d", c.Name, train, pool.Threads()), func(t *testing.T) {
+					switch {
+					case c.Layer == "dropout":
+						checkDropoutGolden(t, c, pool)
+					case c.X1 != nil:
+						checkBNRunningGolden(t, c, pool)
+					default:
+						checkLayerGolden(t, c, pool)
+					}
+				})
+			}
 		}
 	}
 }
+
+// modeFree lists the layers that behave the same in training and
+// evaluation; their golden cases run in both modes.
+var modeFree = map[string]bool{"conv": true, "pool": true, "adaptive": true, "lrn": true, "linear": true,
+	"relu": true, "flatten": true, "softmax": true}
 
 func checkLayerGolden(t *testing.T, c goldenCase, pool *kernels.Pool) {
 	m := goldenModel(t, c)
