@@ -450,6 +450,53 @@ def schedule_cases():
     return out
 
 
+class TinyNet(tnn.Module):
+    """Go: NewNamedSequential(features: Sequential(conv, bn, relu, maxpool,
+    conv, relu), pool, flatten, fc)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = tnn.Sequential(
+            # no bias before BN: its true gradient is 0 and Adam would turn
+            # float32 noise in it into full-size steps
+            tnn.Conv2d(3, 4, 3, padding=1, bias=False), tnn.BatchNorm2d(4), tnn.ReLU(), tnn.MaxPool2d(2),
+            tnn.Conv2d(4, 6, 3), tnn.ReLU())
+        self.pool = tnn.AdaptiveAvgPool2d(1)
+        self.fc = tnn.Linear(6, 5)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def train_cases(gen):
+    """Three training steps of a tiny net end to end: forward, cross-entropy
+    with label smoothing, backward, SGD (Nesterov, weight decay). Records
+    the loss of every step and every tensor of the state_dict after."""
+    out = []
+    for (name, opt_kind) in (("sgd_nesterov_wd", "sgd"), ("adamw", "adamw")):
+        m = TinyNet()
+        randomize(m, gen)
+        init = {k: tens(v) for k, v in m.state_dict().items()}
+        m = m.double().train()
+        if opt_kind == "sgd":
+            opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)
+        else:
+            opt = torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.01)
+        batches, losses = [], []
+        for step in range(3):
+            x = randn(gen, 4, 3, 9, 9)
+            labels = torch.randint(0, 5, (4,), generator=gen)
+            opt.zero_grad()
+            loss = F.cross_entropy(m(x.double()), labels, label_smoothing=0.1)
+            loss.backward()
+            opt.step()
+            batches.append({"x": tens(x), "labels": labels.tolist()})
+            losses.append(loss.item())
+        out.append({"name": name, "optimizer": opt_kind, "init": init, "batches": batches, "losses": losses,
+                    "want": {k: tens(v) for k, v in m.state_dict().items()}})
+    return out
+
+
 def write(path, obj):
     full = os.path.join(ROOT, path)
     os.makedirs(os.path.dirname(full), exist_ok=True)
@@ -471,6 +518,7 @@ def main():
     write("nn/testdata/golden/loss.json", dict(meta, cases=ce_cases(gen)))
     write("optim/testdata/golden/optim.json", dict(meta, cases=optim_cases(gen)))
     write("optim/testdata/golden/schedule.json", dict(meta, cases=schedule_cases()))
+    write("nn/testdata/golden/train.json", dict(meta, cases=train_cases(gen)))
 
 
 if __name__ == "__main__":
