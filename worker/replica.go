@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
+	"time"
 
 	"github.com/ringtrain/ringtrain/allreduce"
 	"github.com/ringtrain/ringtrain/dataset"
@@ -36,6 +37,9 @@ type Replica struct {
 	// OnSamples, when set, sees the global sample indices each completed
 	// step trained on locally (sample accounting in tests and metrics).
 	OnSamples func(epoch int, idx []int32)
+	// OnGlobalBatch, when set, sees every completed step's whole global
+	// batch (all ranks' samples): exact-once accounting across failures.
+	OnGlobalBatch func(step, epoch int, idx []int32)
 
 	st      nn.State
 	pcg     *rand.PCG
@@ -54,6 +58,8 @@ type StepStats struct {
 	Local     int     // local batch size
 	LR        float64
 	EpochDone bool // this step finished an epoch
+	// Where the step's time went on this rank.
+	DataWait, Compute, Comm time.Duration
 }
 
 // NewReplica wires a replica; pool runs its kernels.
@@ -102,9 +108,12 @@ func (r *Replica) TrainStep(ctx context.Context, comm allreduce.Communicator) (S
 			r.labels = make([]int32, n)
 		}
 		x, labels := r.x[:n*sz], r.labels[:n]
+		t0 := time.Now()
 		if err := r.Data.Load(ctx, idx, x, labels); err != nil {
 			return stats, fmt.Errorf("step %d: loading samples: %w", r.Step, err)
 		}
+		t1 := time.Now()
+		stats.DataWait = t1.Sub(t0)
 		// Dropout randomness is a function of (seed, step, rank) so that a
 		// retried or resumed step draws the same masks.
 		r.pcg.Seed(r.Pos.Seed^0x9e3779b97f4a7c15, uint64(r.Step)<<16|uint64(rank))
@@ -129,7 +138,9 @@ func (r *Replica) TrainStep(ctx context.Context, comm allreduce.Communicator) (S
 		if err := m.Backward(&r.st, dy); err != nil {
 			return stats, err
 		}
+		stats.Compute = time.Since(t1)
 	}
+	tc := time.Now()
 	if err := comm.AllReduce(ctx, m.Grad, allreduce.Sum); err != nil {
 		r.restoreBuffers()
 		return stats, fmt.Errorf("step %d: gradient all-reduce: %w", r.Step, err)
@@ -138,10 +149,15 @@ func (r *Replica) TrainStep(ctx context.Context, comm allreduce.Communicator) (S
 		r.restoreBuffers()
 		return stats, fmt.Errorf("step %d: buffer broadcast: %w", r.Step, err)
 	}
+	stats.Comm = time.Since(tc)
 	stats.LR = r.Sched.LR(r.Step)
 	r.Opt.Step(stats.LR)
 	if r.OnSamples != nil {
 		r.OnSamples(r.Pos.Epoch, idx)
+	}
+	if r.OnGlobalBatch != nil {
+		lo, hi := r.Sampler.Part(r.Pos, 1, 0)
+		r.OnGlobalBatch(r.Step, r.Pos.Epoch, r.order[lo:hi])
 	}
 	r.Step++
 	prev := r.Pos.Epoch

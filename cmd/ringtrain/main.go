@@ -24,12 +24,19 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"train":   {runTrain, "train a net on a built-in dataset in this process"},
-		"nets":    {runNets, "list the architectures"},
-		"summary": {runSummary, "print a Keras-style summary of a net"},
-		"layers":  {runLayers, "print `index name` for every layer of a net"},
-		"bench":   {runBench, "benchmarks: gemm, train, allreduce"},
-		"data":    {runData, "datasets: import, pack, push, ls"},
+		"train":       {runTrain, "train a net on a built-in dataset in this process"},
+		"nets":        {runNets, "list the architectures"},
+		"summary":     {runSummary, "print a Keras-style summary of a net"},
+		"layers":      {runLayers, "print `index name` for every layer of a net"},
+		"bench":       {runBench, "benchmarks: gemm, train, allreduce"},
+		"data":        {runData, "datasets: import, pack, push, ls"},
+		"local":       {runLocal, "run a whole cluster on this machine (embedded etcd, NATS, coordinator, N workers)"},
+		"worker":      {runWorker, "join a cluster job as a worker"},
+		"coordinator": {runCoordinator, "run a coordinator (leader election, rings, API, /metrics)"},
+		"submit":      {runSubmit, "submit a job spec to a coordinator"},
+		"status":      {runStatus, "show job status"},
+		"stop":        {runStop, "stop a job"},
+		"watch":       {runWatch, "follow a job's events on NATS"},
 	}
 }
 
