@@ -8,7 +8,7 @@ func init() {
 		Description:     "LeNet-5 (LeCun et al. 1998) with ReLU and max pooling: conv5-6, pool, conv5-16, pool, fc120, fc84, fc",
 		DefaultInput:    28,
 		DefaultChannels: 1,
-		MinInput:        16,
+		MinInput:        12,
 		Preprocess:      "unit",
 		build:           buildLeNet,
 	})

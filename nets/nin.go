@@ -8,7 +8,7 @@ func init() {
 		Description:     "Network in Network (Lin et al. 2013) as d2l.ai builds it: NiN blocks, global average pooling, no dense layers",
 		DefaultInput:    224,
 		DefaultChannels: 3,
-		MinInput:        63,
+		MinInput:        67,
 		Preprocess:      "torch",
 		build:           buildNiN,
 		init:            initXavier,
