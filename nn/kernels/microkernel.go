@@ -88,46 +88,46 @@ func KernelPaths() []string {
 	return out
 }
 
-// sgemmKernelGeneric is the portable 4×4 micro-kernel: sixteen scalar
-// accumulators the compiler keeps in registers.
+// sgemmKernelGeneric is the portable 4×4 micro-kernel. It runs as two 2×4
+// halves so the eight accumulators plus operands fit in 16 registers
+// (amd64's X0–X15) without spilling; the B̃ panel is re-read from L1.
 func sgemmKernelGeneric(k int, a, b, c *float32, ldc int, alpha, beta float32) {
 	as := unsafe.Slice(a, 4*k)
 	bs := unsafe.Slice(b, 4*k)
-	var c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33 float32
-	for l := 0; l < k; l++ {
-		ap := as[4*l : 4*l+4 : 4*l+4]
-		bp := bs[4*l : 4*l+4 : 4*l+4]
-		a0, a1, a2, a3 := ap[0], ap[1], ap[2], ap[3]
-		b0, b1, b2, b3 := bp[0], bp[1], bp[2], bp[3]
-		c00 += a0 * b0
-		c01 += a0 * b1
-		c02 += a0 * b2
-		c03 += a0 * b3
-		c10 += a1 * b0
-		c11 += a1 * b1
-		c12 += a1 * b2
-		c13 += a1 * b3
-		c20 += a2 * b0
-		c21 += a2 * b1
-		c22 += a2 * b2
-		c23 += a2 * b3
-		c30 += a3 * b0
-		c31 += a3 * b1
-		c32 += a3 * b2
-		c33 += a3 * b3
-	}
 	cs := unsafe.Slice(c, 3*ldc+4)
-	acc := [16]float32{c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33}
-	for i := 0; i < 4; i++ {
-		row := cs[i*ldc : i*ldc+4 : i*ldc+4]
-		if beta == 0 {
-			for j := range row {
-				row[j] = alpha * acc[4*i+j]
+	for half := 0; half < 2; half++ {
+		var c00, c01, c02, c03, c10, c11, c12, c13 float32
+		ap, bp := as[2*half:], bs
+		for len(ap) >= 2 && len(bp) >= 4 {
+			a0, a1 := ap[0], ap[1]
+			b0, b1, b2, b3 := bp[0], bp[1], bp[2], bp[3]
+			c00 += a0 * b0
+			c01 += a0 * b1
+			c02 += a0 * b2
+			c03 += a0 * b3
+			c10 += a1 * b0
+			c11 += a1 * b1
+			c12 += a1 * b2
+			c13 += a1 * b3
+			if len(ap) < 4 {
+				break
 			}
-		} else {
-			for j := range row {
-				row[j] = alpha*acc[4*i+j] + beta*row[j]
-			}
+			ap, bp = ap[4:], bp[4:]
 		}
+		storeRow4(cs[2*half*ldc:], c00, c01, c02, c03, alpha, beta)
+		storeRow4(cs[(2*half+1)*ldc:], c10, c11, c12, c13, alpha, beta)
 	}
+}
+
+// storeRow4 writes row[0:4] = alpha·v + beta·row (beta = 0: row is not read).
+func storeRow4(row []float32, v0, v1, v2, v3, alpha, beta float32) {
+	row = row[:4:4]
+	if beta == 0 {
+		row[0], row[1], row[2], row[3] = alpha*v0, alpha*v1, alpha*v2, alpha*v3
+		return
+	}
+	row[0] = alpha*v0 + beta*row[0]
+	row[1] = alpha*v1 + beta*row[1]
+	row[2] = alpha*v2 + beta*row[2]
+	row[3] = alpha*v3 + beta*row[3]
 }
