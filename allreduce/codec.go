@@ -3,6 +3,7 @@ package allreduce
 import (
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -119,4 +120,79 @@ func (p *bufPool) Put(b *[]byte) {
 		p.free = append(p.free, b)
 	}
 	p.mu.Unlock()
+}
+
+// borrowMin is the smallest payload sent straight from the caller's buffer
+// instead of being copied into a frame (gRPC copies buffers under 1 KiB
+// anyway and would never report them released).
+const borrowMin = 4 << 10
+
+// frame is the unit a pipe carries: b is a pooled buffer with the header
+// (and the payload, unless view is set). view is payload borrowed from the
+// sender's buffer; whoever consumes it calls owner.release().
+type frame struct {
+	b     *[]byte
+	view  []byte
+	owner *viewTracker
+}
+
+func (f frame) payload() []byte {
+	if f.view != nil {
+		return f.view
+	}
+	return (*f.b)[headerSize:]
+}
+
+// viewTracker counts borrowed payloads not yet released, so that a
+// collective returns only when no transport still reads the caller's
+// buffer. As a grpc mem.BufferPool it hands out holders for views; Put is
+// gRPC saying it has written the view.
+type viewTracker struct {
+	n       atomic.Int64
+	sig     chan struct{} // a release reached zero
+	mu      sync.Mutex
+	holders []*[]byte
+}
+
+func newViewTracker() *viewTracker { return &viewTracker{sig: make(chan struct{}, 1)} }
+
+func (t *viewTracker) borrow() { t.n.Add(1) }
+
+func (t *viewTracker) release() {
+	if t.n.Add(-1) == 0 {
+		select {
+		case t.sig <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// holder wraps a view for mem.NewBuffer.
+func (t *viewTracker) holder(view []byte) *[]byte {
+	t.mu.Lock()
+	var h *[]byte
+	if k := len(t.holders); k > 0 {
+		h = t.holders[k-1]
+		t.holders = t.holders[:k-1]
+	}
+	t.mu.Unlock()
+	if h == nil {
+		h = new([]byte)
+	}
+	*h = view
+	return h
+}
+
+// Get is never called by gRPC for a buffer it did not allocate.
+func (t *viewTracker) Get(n int) *[]byte { b := make([]byte, n); return &b }
+
+// Put releases the view held by h.
+func (t *viewTracker) Put(h *[]byte) {
+	*h = nil
+	t.mu.Lock()
+	if len(t.holders) < poolMax {
+		t.holders = append(t.holders, h)
+	}
+	t.mu.Unlock()
+	t.release()
 }

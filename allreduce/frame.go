@@ -114,14 +114,27 @@ func PutHeader(b []byte, h Header) {
 // sub-slice of b). It checks the magic, version, kind, dtype and that the
 // payload length matches the frame and is a multiple of the element size.
 func DecodeFrame(b []byte) (Header, []byte, error) {
+	h, err := DecodeHeader(b)
+	if err != nil {
+		return h, nil, err
+	}
+	if int(h.PayloadLen) != len(b)-headerSize {
+		return Header{}, nil, fmt.Errorf("%w: payload length %d, frame has %d", ErrBadFrame, h.PayloadLen, len(b)-headerSize)
+	}
+	return h, b[headerSize:], nil
+}
+
+// DecodeHeader parses and checks the fixed header at the start of b; the
+// payload may live elsewhere.
+func DecodeHeader(b []byte) (Header, error) {
 	if len(b) < headerSize {
-		return Header{}, nil, fmt.Errorf("%w: %d bytes, header needs %d", ErrBadFrame, len(b), headerSize)
+		return Header{}, fmt.Errorf("%w: %d bytes, header needs %d", ErrBadFrame, len(b), headerSize)
 	}
 	if m := binary.LittleEndian.Uint32(b[0:]); m != frameMagic {
-		return Header{}, nil, fmt.Errorf("%w: magic %#x", ErrBadFrame, m)
+		return Header{}, fmt.Errorf("%w: magic %#x", ErrBadFrame, m)
 	}
 	if b[4] != frameVersion {
-		return Header{}, nil, fmt.Errorf("%w: version %d, want %d", ErrBadFrame, b[4], frameVersion)
+		return Header{}, fmt.Errorf("%w: version %d, want %d", ErrBadFrame, b[4], frameVersion)
 	}
 	h := Header{
 		Kind:       Kind(b[5]),
@@ -134,19 +147,19 @@ func DecodeFrame(b []byte) (Header, []byte, error) {
 		From:       binary.LittleEndian.Uint32(b[36:]),
 	}
 	if h.Kind < KindHello || h.Kind > KindGather {
-		return Header{}, nil, fmt.Errorf("%w: kind %d", ErrBadFrame, b[5])
+		return Header{}, fmt.Errorf("%w: kind %d", ErrBadFrame, b[5])
 	}
 	if h.DType < DTypeF32 || h.DType > DTypeU64 {
-		return Header{}, nil, fmt.Errorf("%w: dtype %d", ErrBadFrame, b[6])
+		return Header{}, fmt.Errorf("%w: dtype %d", ErrBadFrame, b[6])
 	}
 	if b[7] != 0 {
-		return Header{}, nil, fmt.Errorf("%w: reserved byte %d", ErrBadFrame, b[7])
+		return Header{}, fmt.Errorf("%w: reserved byte %d", ErrBadFrame, b[7])
 	}
-	if h.PayloadLen > maxPayload || int(h.PayloadLen) != len(b)-headerSize {
-		return Header{}, nil, fmt.Errorf("%w: payload length %d, frame has %d", ErrBadFrame, h.PayloadLen, len(b)-headerSize)
+	if h.PayloadLen > maxPayload {
+		return Header{}, fmt.Errorf("%w: payload length %d", ErrBadFrame, h.PayloadLen)
 	}
 	if int(h.PayloadLen)%h.DType.size() != 0 {
-		return Header{}, nil, fmt.Errorf("%w: payload length %d not a multiple of element size %d", ErrBadFrame, h.PayloadLen, h.DType.size())
+		return Header{}, fmt.Errorf("%w: payload length %d not a multiple of element size %d", ErrBadFrame, h.PayloadLen, h.DType.size())
 	}
-	return h, b[headerSize:], nil
+	return h, nil
 }

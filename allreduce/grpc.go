@@ -83,11 +83,18 @@ type inFrame struct{ b *[]byte }
 type frameCodec struct{ pool *bufPool }
 
 func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) {
-	fb, ok := v.(*[]byte)
-	if !ok {
-		return nil, fmt.Errorf("frame codec: cannot marshal %T", v)
+	switch f := v.(type) {
+	case *[]byte:
+		return mem.BufferSlice{mem.NewBuffer(f, c.pool)}, nil
+	case *frame:
+		if f.view == nil {
+			return mem.BufferSlice{mem.NewBuffer(f.b, c.pool)}, nil
+		}
+		// The header, then the caller's memory itself; gRPC reports each
+		// buffer freed once written (the view to its tracker).
+		return mem.BufferSlice{mem.NewBuffer(f.b, c.pool), mem.NewBuffer(f.owner.holder(f.view), f.owner)}, nil
 	}
-	return mem.BufferSlice{mem.NewBuffer(fb, c.pool)}, nil
+	return nil, fmt.Errorf("frame codec: cannot marshal %T", v)
 }
 
 func (c frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
@@ -132,7 +139,7 @@ type grpcLink struct {
 	conn   *grpc.ClientConn
 	cancel context.CancelFunc // of the outbound stream
 
-	out, in         chan *[]byte
+	out, in         chan frame
 	outDown, inDown *downSignal
 	inReady         chan struct{} // closed once the left neighbour's stream is accepted
 
@@ -161,7 +168,7 @@ func DialRing(ctx context.Context, cfg RingConfig) (Communicator, error) {
 	pool := &bufPool{}
 	l := &grpcLink{
 		rank: cfg.Rank, size: n, gen: cfg.Generation, addrs: cfg.Addrs, pool: pool,
-		out: make(chan *[]byte, linkQueue), in: make(chan *[]byte, linkQueue),
+		out: make(chan frame, linkQueue), in: make(chan frame, linkQueue),
 		outDown: newDown(), inDown: newDown(), inReady: make(chan struct{}),
 		stop: make(chan struct{}),
 	}
@@ -343,7 +350,7 @@ func (l *grpcLink) serveLink(ss grpc.ServerStream) error {
 			return nil
 		}
 		select {
-		case l.in <- f.b:
+		case l.in <- frame{b: f.b}:
 		case <-l.stop:
 			l.pool.Put(f.b)
 			return nil
@@ -354,10 +361,11 @@ func (l *grpcLink) serveLink(ss grpc.ServerStream) error {
 // writeLoop sends the ring's frames on the outbound stream.
 func (l *grpcLink) writeLoop(cs grpc.ClientStream) {
 	defer l.wg.Done()
+	var msg frame // reused: SendMsg's argument escapes
 	for {
 		select {
-		case fb := <-l.out:
-			if err := cs.SendMsg(fb); err != nil {
+		case msg = <-l.out:
+			if err := cs.SendMsg(&msg); err != nil {
 				l.outDown.fail(fmt.Errorf("sending: %w", err))
 				l.shutdown(err)
 				return

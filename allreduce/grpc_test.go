@@ -130,15 +130,21 @@ func TestGRPCGenerationMismatch(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	// Whoever's hello is refused first gets ErrGeneration; the other one may
+	// instead see its peer gone (it shuts down on failure).
+	gens := 0
 	for i, err := range errs {
 		if err == nil {
 			comms[i].Close()
 			t.Fatalf("rank %d: DialRing succeeded across generations", i)
 		}
-		if !errors.Is(err, ErrGeneration) {
-			t.Fatalf("rank %d: err = %v, want ErrGeneration", i, err)
+		if errors.Is(err, ErrGeneration) {
+			gens++
 		}
 		t.Logf("rank %d: %v", i, err)
+	}
+	if gens == 0 {
+		t.Fatal("no rank reported ErrGeneration")
 	}
 }
 
@@ -325,9 +331,17 @@ func BenchmarkAllReduceGRPC(b *testing.B) {
 			b.SetBytes(16 << 20)
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu0 := cpuTime()
 			for i := 0; i < b.N; i++ {
 				step()
 			}
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N)/1e6, "cpu-ms/op")
 		})
 	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

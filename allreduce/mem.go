@@ -11,7 +11,7 @@ const memQueue = 8
 
 // memEnd is one rank's inbound link plus the signal that the rank is gone.
 type memEnd struct {
-	in   chan *[]byte
+	in   chan frame
 	down chan struct{}
 	once sync.Once
 	err  error
@@ -36,7 +36,7 @@ func NewMemGroup(n int, opt Options) []Communicator {
 	pool := &bufPool{}
 	ends := make([]*memEnd, n)
 	for i := range ends {
-		ends[i] = &memEnd{in: make(chan *[]byte, memQueue), down: make(chan struct{})}
+		ends[i] = &memEnd{in: make(chan frame, memQueue), down: make(chan struct{})}
 	}
 	comms := make([]Communicator, n)
 	for i := range comms {

@@ -130,8 +130,8 @@ func (o Options) withDefaults() Options {
 // header and payload; sending one hands it to the transport, receiving one
 // hands it to the ring, which puts it back into pool when done.
 type pipe struct {
-	out     chan<- *[]byte  // to the right neighbour
-	in      <-chan *[]byte  // from the left neighbour
+	out     chan<- frame    // to the right neighbour
+	in      <-chan frame    // from the left neighbour
 	outDown <-chan struct{} // closed when the right link broke
 	inDown  <-chan struct{} // closed when the left link broke
 	outErr  func() error    // why the right link broke
@@ -148,6 +148,8 @@ type ring struct {
 	opt        Options
 	t          transport
 	closed     chan struct{}
+
+	views *viewTracker // payloads borrowed from the caller's buffer
 
 	mu      sync.Mutex // serialises collectives
 	seq     uint64
@@ -177,7 +179,7 @@ func newRing(rank, size int, gen uint64, addrs []string, p pipe, opt Options, t 
 	timer.Stop()
 	return &ring{
 		rank: rank, size: size, gen: gen, addrs: addrs, p: p, opt: opt,
-		t: t, closed: make(chan struct{}), timer: timer,
+		t: t, closed: make(chan struct{}), timer: timer, views: newViewTracker(),
 		log: opt.Logger.With("rank", rank, "gen", gen),
 	}
 }
@@ -275,8 +277,18 @@ func (r *ring) closedErr(op string) error {
 }
 
 // check validates a received frame against what this rank expects next.
-func (r *ring) check(op string, fb *[]byte, kind Kind, dt DType, step, sub, payload int) (Header, []byte, error) {
-	h, pl, err := DecodeFrame(*fb)
+func (r *ring) check(op string, f frame, kind Kind, dt DType, step, sub, payload int) (Header, []byte, error) {
+	var h Header
+	var pl []byte
+	var err error
+	if f.view != nil {
+		if h, err = DecodeHeader(*f.b); err == nil && int(h.PayloadLen) != len(f.view) {
+			err = fmt.Errorf("%w: payload length %d, frame has %d", ErrBadFrame, h.PayloadLen, len(f.view))
+		}
+		pl = f.view
+	} else {
+		h, pl, err = DecodeFrame(*f.b)
+	}
 	if err != nil {
 		return h, nil, r.peerErr(op, r.left(), fmt.Errorf("decoding frame: %w", err))
 	}
@@ -295,10 +307,18 @@ func (r *ring) header(kind Kind, dt DType, step, sub, payload int) Header {
 	return Header{Kind: kind, DType: dt, Generation: r.gen, Seq: r.seq, Step: uint32(step), Sub: uint32(sub), PayloadLen: uint32(payload), From: uint32(r.rank)}
 }
 
+// release gives a consumed or unsent frame back.
+func (r *ring) release(f frame) {
+	r.p.pool.Put(f.b)
+	if f.owner != nil {
+		f.owner.release()
+	}
+}
+
 // send hands fb to the right neighbour, blocking while the link is full.
 func (r *ring) send(ctx context.Context, op string, fb *[]byte, what string) error {
 	select {
-	case r.p.out <- fb:
+	case r.p.out <- frame{b: fb}:
 		r.progress(false)
 		return nil
 	case <-ctx.Done():
@@ -321,21 +341,21 @@ func (r *ring) send(ctx context.Context, op string, fb *[]byte, what string) err
 
 // recv returns the next frame from the left neighbour; the caller puts it
 // back into the pool.
-func (r *ring) recv(ctx context.Context, op string, what string) (*[]byte, error) {
+func (r *ring) recv(ctx context.Context, op string, what string) (frame, error) {
 	select {
-	case fb := <-r.p.in:
+	case f := <-r.p.in:
 		r.progress(true)
-		return fb, nil
+		return f, nil
 	case <-ctx.Done():
-		return nil, r.ctxErr(op, ctx)
+		return frame{}, r.ctxErr(op, ctx)
 	case <-r.timer.C:
-		return nil, r.timeoutErr(op, true, false, what)
+		return frame{}, r.timeoutErr(op, true, false, what)
 	case <-r.p.inDown:
-		return nil, r.downErr(op, true)
+		return frame{}, r.downErr(op, true)
 	case <-r.p.outDown:
-		return nil, r.downErr(op, false)
+		return frame{}, r.downErr(op, false)
 	case <-r.closed:
-		return nil, r.closedErr(op)
+		return frame{}, r.closedErr(op)
 	}
 }
 
@@ -372,50 +392,60 @@ func (r *ring) allReduce(ctx context.Context, buf []float32, op Op) error {
 	for rg < steps && rsub(rg) == 0 {
 		rg++
 	}
-	var pending *[]byte // encoded, not yet accepted by the transport
+	var pending frame // encoded, not yet accepted by the transport
 	defer func() {
-		if pending != nil {
-			r.p.pool.Put(pending)
+		if pending.b != nil {
+			r.release(pending)
 		}
 	}()
 	scale := float32(n)
 	for sg < steps || rg < steps {
-		var out chan<- *[]byte
+		var out chan<- frame
 		if sg < steps && SendReady(sg, sk, rg, rk) {
-			if pending == nil {
+			if pending.b == nil {
 				st := StepAt(r.rank, n, L, sg)
 				s := SubSpan(st.Send, sub, sk)
-				pending = r.p.pool.Get(headerSize + s.Len*esz)
-				PutHeader(*pending, r.header(KindAllReduce, dt, sg, sk, s.Len*esz))
-				encodePayload((*pending)[headerSize:], buf[s.Off:s.End()], dt)
+				if dt == DTypeF32 && s.Len*4 >= borrowMin {
+					// Zero copy: the transport reads the caller's buffer. The
+					// sub-chunk is not written again until it has come round
+					// the ring, and we wait for every release before returning.
+					pending.b = r.p.pool.Get(headerSize)
+					v := f32Bytes(buf[s.Off:s.End()])
+					pending.view, pending.owner = v[:len(v):len(v)], r.views
+					r.views.borrow()
+				} else {
+					pending.b = r.p.pool.Get(headerSize + s.Len*esz)
+					encodePayload((*pending.b)[headerSize:], buf[s.Off:s.End()], dt)
+				}
+				PutHeader(*pending.b, r.header(KindAllReduce, dt, sg, sk, s.Len*esz))
 			}
 			out = r.p.out
 		}
-		var in <-chan *[]byte
+		var in <-chan frame
 		if rg < steps {
 			in = r.p.in
 		}
 		select {
 		case out <- pending:
-			pending = nil
+			pending = frame{}
 			r.progress(false)
 			if sk++; sk == nsub(sg) {
 				sk = 0
 				for sg++; sg < steps && nsub(sg) == 0; sg++ {
 				}
 			}
-		case fb := <-in:
+		case f := <-in:
 			r.progress(true)
 			st := StepAt(r.rank, n, L, rg)
 			s := SubSpan(st.Recv, sub, rk)
-			_, pl, err := r.check(name, fb, KindAllReduce, dt, rg, rk, s.Len*esz)
+			_, pl, err := r.check(name, f, KindAllReduce, dt, rg, rk, s.Len*esz)
 			if err != nil {
-				r.p.pool.Put(fb)
+				r.release(f)
 				return err
 			}
 			dst := buf[s.Off:s.End()]
 			reducePayload(dst, pl, dt, st.Reduce)
-			r.p.pool.Put(fb)
+			r.release(f)
 			if rg == n-2 {
 				// Last reduce-scatter step: this sub-chunk of the owned chunk
 				// is complete. Finish it before the all-gather sends it, so
@@ -440,6 +470,25 @@ func (r *ring) allReduce(ctx context.Context, buf []float32, op Op) error {
 			return r.timeoutErr(name, rg < steps, out != nil, fmt.Sprintf("step %d sub-chunk %d of %d steps", rg, rk, steps))
 		case <-r.p.inDown:
 			return r.downErr(name, true)
+		case <-r.p.outDown:
+			return r.downErr(name, false)
+		case <-r.closed:
+			return r.closedErr(name)
+		}
+	}
+	return r.waitViews(ctx, name)
+}
+
+// waitViews returns once the transport has let go of every borrowed
+// payload, so that the caller may write its buffer again.
+func (r *ring) waitViews(ctx context.Context, name string) error {
+	for r.views.n.Load() != 0 {
+		select {
+		case <-r.views.sig:
+		case <-ctx.Done():
+			return r.ctxErr(name, ctx)
+		case <-r.timer.C:
+			return r.timeoutErr(name, false, true, "waiting for the last frames to be written")
 		case <-r.p.outDown:
 			return r.downErr(name, false)
 		case <-r.closed:
@@ -505,33 +554,35 @@ func (r *ring) broadcast(ctx context.Context, data []byte, root int, fixed bool)
 		return data, nil
 	}
 	// forward patches the sender field and passes the frame on unchanged.
-	forward := func(fb *[]byte, what string) error {
+	// Broadcast frames are never borrowed views: they are owned, and
+	// forwarded as they are with the sender field patched.
+	forward := func(f frame, what string) error {
 		if r.rank == last {
-			r.p.pool.Put(fb)
+			r.release(f)
 			return nil
 		}
-		binary.LittleEndian.PutUint32((*fb)[36:], uint32(r.rank))
-		return r.send(ctx, name, fb, what)
+		binary.LittleEndian.PutUint32((*f.b)[36:], uint32(r.rank))
+		return r.send(ctx, name, f.b, what)
 	}
-	fb, err := r.recv(ctx, name, "length")
+	f, err := r.recv(ctx, name, "length")
 	if err != nil {
 		return nil, err
 	}
-	_, pl, err := r.check(name, fb, KindBroadcast, DTypeU64, 0, 0, 8)
+	_, pl, err := r.check(name, f, KindBroadcast, DTypeU64, 0, 0, 8)
 	if err != nil {
-		r.p.pool.Put(fb)
+		r.release(f)
 		return nil, err
 	}
 	size := binary.LittleEndian.Uint64(pl)
 	if fixed && size != uint64(len(data)) {
-		r.p.pool.Put(fb)
+		r.release(f)
 		return nil, r.peerErr(name, r.left(), fmt.Errorf("%w: root %d broadcasts %d bytes, this rank expects %d", ErrDesync, root, size, len(data)))
 	}
 	if size > 1<<40 {
-		r.p.pool.Put(fb)
+		r.release(f)
 		return nil, r.peerErr(name, r.left(), fmt.Errorf("%w: broadcast of %d bytes", ErrBadFrame, size))
 	}
-	if err := forward(fb, "length"); err != nil {
+	if err := forward(f, "length"); err != nil {
 		return nil, err
 	}
 	if !fixed {
@@ -540,17 +591,17 @@ func (r *ring) broadcast(ctx context.Context, data []byte, root int, fixed bool)
 	for k := 0; k < NumSub(len(data), sub); k++ {
 		s := SubSpan(Span{Len: len(data)}, sub, k)
 		what := fmt.Sprintf("sub-chunk %d", k)
-		fb, err := r.recv(ctx, name, what)
+		f, err := r.recv(ctx, name, what)
 		if err != nil {
 			return nil, err
 		}
-		_, pl, err := r.check(name, fb, KindBroadcast, DTypeBytes, 0, k+1, s.Len)
+		_, pl, err := r.check(name, f, KindBroadcast, DTypeBytes, 0, k+1, s.Len)
 		if err != nil {
-			r.p.pool.Put(fb)
+			r.release(f)
 			return nil, err
 		}
 		copy(data[s.Off:s.End()], pl)
-		if err := forward(fb, what); err != nil {
+		if err := forward(f, what); err != nil {
 			return nil, err
 		}
 	}
@@ -599,17 +650,17 @@ func (r *ring) gather(ctx context.Context, name string, vals []uint64) error {
 		if err := r.send(ctx, name, fb, fmt.Sprintf("step %d", s)); err != nil {
 			return err
 		}
-		fb, err := r.recv(ctx, name, fmt.Sprintf("step %d", s))
+		f, err := r.recv(ctx, name, fmt.Sprintf("step %d", s))
 		if err != nil {
 			return err
 		}
-		_, pl, err := r.check(name, fb, KindGather, DTypeU64, s, 0, 8)
+		_, pl, err := r.check(name, f, KindGather, DTypeU64, s, 0, 8)
 		if err != nil {
-			r.p.pool.Put(fb)
+			r.release(f)
 			return err
 		}
 		vals[mod(r.rank-s-1, n)] = binary.LittleEndian.Uint64(pl)
-		r.p.pool.Put(fb)
+		r.release(f)
 	}
 	return nil
 }
