@@ -188,28 +188,71 @@ func toStatus(err error) error {
 }
 
 // SubmitJob parses and validates a spec and stores it with status pending.
-// The leading coordinator picks it up from etcd. ErrJobExists if the name is
-// taken (by a live or an ended job).
+// The leading coordinator picks it up from etcd. A name held by a job that
+// has not ended is ErrJobExists; a job that ended (stopped, finished, failed)
+// is replaced, and its ring generations keep counting up from the old run's.
 func (c *Coordinator) SubmitJob(ctx context.Context, specText []byte) (JobSpec, error) {
 	spec, err := ParseJobSpec(specText)
 	if err != nil {
 		return spec, err
 	}
-	st := JobStatus{Job: spec.Name, Phase: PhasePending, Message: "submitted", Updated: c.cfg.Now()}
+	job := spec.Name
+	st := JobStatus{Job: job, Phase: PhasePending, Message: "submitted", Updated: c.cfg.Now()}
+	puts := []clientv3.Op{
+		clientv3.OpPut(SpecKey(job), string(mustJSON(spec))),
+		clientv3.OpPut(StatusKey(job), string(mustJSON(st))),
+	}
 	resp, err := c.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(SpecKey(spec.Name)), "=", 0)).
-		Then(clientv3.OpPut(SpecKey(spec.Name), string(mustJSON(spec))),
-			clientv3.OpPut(StatusKey(spec.Name), string(mustJSON(st)))).
+		If(clientv3.Compare(clientv3.CreateRevision(SpecKey(job)), "=", 0)).
+		Then(puts...).
+		Else(clientv3.OpGet(StatusKey(job)), clientv3.OpGet(RingKey(job))).
 		Commit()
 	if err != nil {
-		return spec, fmt.Errorf("submit job %s to etcd %v: %w", spec.Name, c.cli.Endpoints(), err)
+		return spec, fmt.Errorf("submit job %s to etcd %v: %w", job, c.cli.Endpoints(), err)
 	}
 	if !resp.Succeeded {
-		return spec, fmt.Errorf("submit job %s: %w", spec.Name, ErrJobExists)
+		if err := c.resubmit(ctx, spec, puts, resp); err != nil {
+			return spec, err
+		}
 	}
-	c.log.Info("job submitted", "job", spec.Name, "net", spec.Net, "world_min", spec.World.Min)
-	c.publish(ctx, Event{Job: spec.Name, Type: EventJobSubmitted, Message: spec.Net})
+	c.log.Info("job submitted", "job", job, "net", spec.Net, "world_min", spec.World.Min)
+	c.publish(ctx, Event{Job: job, Type: EventJobSubmitted, Message: spec.Net})
 	return spec, nil
+}
+
+// resubmit replaces an ended job, given the Else reads of SubmitJob's txn.
+func (c *Coordinator) resubmit(ctx context.Context, spec JobSpec, puts []clientv3.Op, prev *clientv3.TxnResponse) error {
+	job := spec.Name
+	statusKVs := prev.Responses[0].GetResponseRange().Kvs
+	if len(statusKVs) == 0 {
+		return fmt.Errorf("submit job %s: %w", job, ErrJobExists)
+	}
+	old, err := decodeJSON[JobStatus]("job status", StatusKey(job), statusKVs[0].Value)
+	if err != nil || !old.Phase.Terminal() {
+		return fmt.Errorf("submit job %s (%s): %w", job, old.Phase, ErrJobExists)
+	}
+	var gen uint64
+	if ringKVs := prev.Responses[1].GetResponseRange().Kvs; len(ringKVs) > 0 {
+		if r, err := decodeJSON[Ring]("ring", RingKey(job), ringKVs[0].Value); err == nil {
+			gen = r.Generation
+		}
+	}
+	// An empty ring at the old generation: the new run's first ring is gen+1,
+	// so no generation number is ever reused for a job name.
+	ops := append(puts,
+		clientv3.OpPut(RingKey(job), string(mustJSON(Ring{Job: job, Generation: gen, Formed: c.cfg.Now()}))),
+		clientv3.OpDelete(StateKey(job)))
+	tr, err := c.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(StatusKey(job)), "=", statusKVs[0].ModRevision)).
+		Then(ops...).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("resubmit job %s to etcd %v: %w", job, c.cli.Endpoints(), err)
+	}
+	if !tr.Succeeded {
+		return fmt.Errorf("submit job %s: status changed meanwhile: %w", job, ErrJobExists)
+	}
+	return nil
 }
 
 // JobStatus reads everything known about a job.

@@ -11,9 +11,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,6 +36,11 @@ var (
 
 const testTTL = 2 * time.Second
 
+// jobSeq makes job names unique across -count=N runs on the shared etcd.
+var jobSeq atomic.Int64
+
+func uniqueJob(base string) string { return fmt.Sprintf("%s-%d", base, jobSeq.Add(1)) }
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "ringtrain-coordinator-test-")
 	if err != nil {
@@ -53,10 +60,37 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	if code == 0 {
+		if leaked := leakedGoroutines(5 * time.Second); leaked != "" {
+			fmt.Fprintf(os.Stderr, "goroutines of package coordinator still running after the tests:\n%s\n", leaked)
+			code = 1
+		}
+	}
 	testNATS.Close()
 	testEtcd.Close()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// leakedGoroutines waits up to timeout for every goroutine running this
+// package's code (other than TestMain) to exit, and returns the stacks of
+// those that did not.
+func leakedGoroutines(timeout time.Duration) string {
+	deadline := time.Now().Add(timeout)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		var leaked []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "ringtrain/coordinator.") && !strings.Contains(g, "coordinator.TestMain") {
+				leaked = append(leaked, g)
+			}
+		}
+		if len(leaked) == 0 || time.Now().After(deadline) {
+			return strings.Join(leaked, "\n\n")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func newClient(t *testing.T) *clientv3.Client {
@@ -76,8 +110,9 @@ func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// startCoordinator runs a coordinator until the test ends (or stop is called).
-func startCoordinator(t *testing.T, id string, cli *clientv3.Client, pub Publisher) (c *Coordinator, stop func()) {
+// startCoordinator runs a coordinator until the test ends or stop is called;
+// stop returns Run's error (a Run still going 10s after cancel is an error).
+func startCoordinator(t *testing.T, id string, cli *clientv3.Client, pub Publisher) (c *Coordinator, stop func() error) {
 	t.Helper()
 	c, err := New(Config{ID: id, Client: cli, Publisher: pub, SessionTTL: testTTL,
 		Settle: 50 * time.Millisecond, Resync: 500 * time.Millisecond, Logger: quietLogger()})
@@ -88,20 +123,23 @@ func startCoordinator(t *testing.T, id string, cli *clientv3.Client, pub Publish
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	var once sync.Once
-	stop = func() {
+	var runErr error
+	stop = func() error {
 		once.Do(func() {
 			cancel()
 			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("coordinator %s Run: %v", id, err)
-				}
+			case runErr = <-done:
 			case <-time.After(10 * time.Second):
-				t.Errorf("coordinator %s Run did not return 10s after cancel", id)
+				runErr = fmt.Errorf("coordinator %s: Run did not return 10s after cancel", id)
 			}
 		})
+		return runErr
 	}
-	t.Cleanup(stop)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("coordinator %s Run: %v", id, err)
+		}
+	})
 	return c, stop
 }
 
@@ -168,7 +206,7 @@ func idsAre(ids ...string) func(Ring) bool {
 }
 
 func TestRingFollowsMembership(t *testing.T) {
-	const job = "ring-follows"
+	job := uniqueJob("ring-follows")
 	cli := newClient(t)
 	c, _ := startCoordinator(t, "coord-a", cli, nil)
 	submit(t, c, job, 1)
@@ -228,7 +266,7 @@ func TestRingFollowsMembership(t *testing.T) {
 }
 
 func TestRegisterDuplicateID(t *testing.T) {
-	const job = "dup-id"
+	job := uniqueJob("dup-id")
 	cli := newClient(t)
 	register(t, cli, job, "w-1")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -243,7 +281,7 @@ func TestRegisterDuplicateID(t *testing.T) {
 }
 
 func TestWaitBelowMinWorld(t *testing.T) {
-	const job = "below-min"
+	job := uniqueJob("below-min")
 	cli := newClient(t)
 	c, _ := startCoordinator(t, "coord-min", cli, nil)
 	submit(t, c, job, 2)
@@ -279,10 +317,10 @@ func TestWaitBelowMinWorld(t *testing.T) {
 }
 
 func TestLeaderFailover(t *testing.T) {
-	const job = "failover"
+	job := uniqueJob("failover")
 	cli1, cli2 := newClient(t), newClient(t)
 	c1, stop1 := startCoordinator(t, "coord-1", cli1, nil)
-	c2, _ := startCoordinator(t, "coord-2", cli2, nil)
+	c2, stop2 := startCoordinator(t, "coord-2", cli2, nil)
 	submit(t, c1, job, 1)
 
 	waitFor(t, 10*time.Second, "a leader", func() bool { return c1.IsLeader(job) || c2.IsLeader(job) })
@@ -290,11 +328,9 @@ func TestLeaderFailover(t *testing.T) {
 	if c1.IsLeader(job) && c2.IsLeader(job) {
 		t.Fatal("both coordinators lead")
 	}
-	leader, follower, stopLeader := c1, c2, stop1
-	leaderCli := cli1
+	leader, follower, stopLeader, leaderCli := c1, c2, stop1, cli1
 	if c2.IsLeader(job) {
-		leader, follower, leaderCli = c2, c1, cli2
-		stopLeader = nil
+		leader, follower, stopLeader, leaderCli = c2, c1, stop2, cli2
 	}
 	st, err := follower.JobStatus(context.Background(), job)
 	if err != nil {
@@ -306,13 +342,14 @@ func TestLeaderFailover(t *testing.T) {
 
 	// Crash the leader: its etcd connection disappears without resigning, so
 	// the follower takes over only when the session lease expires.
-	start := time.Now()
 	leaderCli.Close()
 	took := waitFor(t, testTTL+8*time.Second, "follower to lead", func() bool { return follower.IsLeader(job) })
 	t.Logf("leader %s crashed -> %s leads after %v (session TTL %v)", leader.ID(), follower.ID(), took, testTTL)
-	_ = start
-	if stopLeader != nil {
-		stopLeader()
+	if err := stopLeader(); err != nil && !strings.Contains(err.Error(), "closed") {
+		t.Errorf("crashed coordinator's Run: %v", err)
+	}
+	if leader.IsLeader(job) {
+		t.Error("crashed coordinator still believes it leads")
 	}
 
 	// The new leader still does the work.
@@ -323,7 +360,7 @@ func TestLeaderFailover(t *testing.T) {
 }
 
 func TestGracefulHandover(t *testing.T) {
-	const job = "handover"
+	job := uniqueJob("handover")
 	cli1, cli2 := newClient(t), newClient(t)
 	c1, stop1 := startCoordinator(t, "coord-g1", cli1, nil)
 	submit(t, c1, job, 1)
@@ -342,7 +379,7 @@ func TestGracefulHandover(t *testing.T) {
 }
 
 func TestEventsReachNATS(t *testing.T) {
-	const job = "events"
+	job := uniqueJob("events")
 	nc, err := nats.Connect(testNATS.ClientURL())
 	if err != nil {
 		t.Fatal(err)
@@ -404,6 +441,7 @@ func TestEventsReachNATS(t *testing.T) {
 }
 
 func TestGRPCAPI(t *testing.T) {
+	job := uniqueJob("api-job")
 	cli := newClient(t)
 	c, _ := startCoordinator(t, "coord-api", cli, nil)
 	srv := c.NewGRPCServer()
@@ -421,17 +459,17 @@ func TestGRPCAPI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
-	resp, err := client.Submit(ctx, []byte(testSpec("api-job", 1)))
+	resp, err := client.Submit(ctx, []byte(testSpec(job, 1)))
 	if err != nil {
 		t.Fatalf("Submit: %v", err)
 	}
-	if resp.Spec.Name != "api-job" || resp.Spec.Schedule.Name != "constant" {
+	if resp.Spec.Name != job || resp.Spec.Schedule.Name != "constant" {
 		t.Fatalf("Submit returned spec %+v", resp.Spec)
 	}
-	if _, err := client.Submit(ctx, []byte(testSpec("api-job", 1))); status.Code(errors.Unwrap(err)) != codes.AlreadyExists {
+	if _, err := client.Submit(ctx, []byte(testSpec(job, 1))); status.Code(errors.Unwrap(err)) != codes.AlreadyExists {
 		t.Fatalf("duplicate Submit = %v, want AlreadyExists", err)
 	}
-	_, err = client.Submit(ctx, []byte(strings.Replace(testSpec("api-bad", 1), `"lr":0.01`, `"lr":-1`, 1)))
+	_, err = client.Submit(ctx, []byte(strings.Replace(testSpec(uniqueJob("api-bad"), 1), `"lr":0.01`, `"lr":-1`, 1)))
 	if status.Code(errors.Unwrap(err)) != codes.InvalidArgument || !strings.Contains(err.Error(), "spec.optimizer.lr: must be > 0") {
 		t.Fatalf("invalid Submit = %v, want InvalidArgument naming spec.optimizer.lr", err)
 	}
@@ -439,20 +477,20 @@ func TestGRPCAPI(t *testing.T) {
 		t.Fatalf("Status of unknown job = %v, want NotFound", err)
 	}
 
-	register(t, cli, "api-job", "w-api")
-	waitFor(t, 10*time.Second, "api-job running", func() bool {
-		st, err := client.Status(ctx, "api-job")
+	register(t, cli, job, "w-api")
+	waitFor(t, 10*time.Second, "job running", func() bool {
+		st, err := client.Status(ctx, job)
 		return err == nil && st.Status.Phase == PhaseRunning && st.Ring.Generation == 1 && st.Leader == "coord-api"
 	})
 	list, err := client.List(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(list.Jobs, func(s JobStatus) bool { return s.Job == "api-job" && s.World == 1 }) {
+	if !slices.ContainsFunc(list.Jobs, func(s JobStatus) bool { return s.Job == job && s.World == 1 }) {
 		t.Fatalf("List = %+v, want api-job with world 1", list.Jobs)
 	}
 
-	stop, err := client.Stop(ctx, "api-job", "test over")
+	stop, err := client.Stop(ctx, job, "test over")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -460,13 +498,26 @@ func TestGRPCAPI(t *testing.T) {
 		t.Fatalf("Stop phase = %s, want stopping (a member is alive)", stop.Status.Phase)
 	}
 	// The worker sees the stop and leaves; then the job is stopped.
-	if _, err := cli.Delete(ctx, MemberKey("api-job", "w-api")); err != nil {
+	if _, err := cli.Delete(ctx, MemberKey(job, "w-api")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "api-job stopped", func() bool {
-		st, err := client.Status(ctx, "api-job")
+	waitFor(t, 10*time.Second, "job stopped", func() bool {
+		st, err := client.Status(ctx, job)
 		return err == nil && st.Status.Phase == PhaseStopped
 	})
+
+	// An ended job may be submitted again; generations keep counting.
+	if _, err := client.Submit(ctx, []byte(testSpec(job, 1))); err != nil {
+		t.Fatalf("resubmit after stop: %v", err)
+	}
+	m := register(t, cli, job, "w-api2")
+	r := nextRing(t, m.WatchRing(ctx), 10*time.Second, "[w-api2]", idsAre("w-api2"))
+	if r.Generation != 2 {
+		t.Fatalf("first ring of the resubmitted job has generation %d, want 2", r.Generation)
+	}
+	if st, _ := client.Status(ctx, job); st.Status.Phase != PhaseRunning || st.State != nil {
+		t.Fatalf("resubmitted job status %+v state %+v, want running, no state", st.Status, st.State)
+	}
 }
 
 func TestUnreachableCoordinatorNamesAddress(t *testing.T) {
@@ -490,10 +541,11 @@ func TestUnreachableCoordinatorNamesAddress(t *testing.T) {
 }
 
 func TestHTTPHealthAndMetrics(t *testing.T) {
+	job := uniqueJob("http-job")
 	cli := newClient(t)
 	c, stop := startCoordinator(t, "coord-http", cli, nil)
-	submit(t, c, "http-job", 1)
-	register(t, cli, "http-job", "w-h")
+	submit(t, c, job, 1)
+	register(t, cli, job, "w-h")
 	ts := httptest.NewServer(c.HTTPHandler())
 	defer ts.Close()
 	get := func(path string) (int, string) {
@@ -507,12 +559,12 @@ func TestHTTPHealthAndMetrics(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "healthy and leading", func() bool {
 		code, body := get("/healthz")
-		return code == 200 && strings.Contains(body, "http-job")
+		return code == 200 && strings.Contains(body, job)
 	})
 	waitFor(t, 10*time.Second, "generation metric", func() bool {
 		_, body := get("/metrics")
-		return strings.Contains(body, `ringtrain_ring_generation{job="http-job"} 1`) &&
-			strings.Contains(body, `ringtrain_coordinator_leader{job="http-job"} 1`)
+		return strings.Contains(body, `ringtrain_ring_generation{job="`+job+`"} 1`) &&
+			strings.Contains(body, `ringtrain_coordinator_leader{job="`+job+`"} 1`)
 	})
 	stop()
 	if code, _ := get("/healthz"); code != http.StatusServiceUnavailable {

@@ -187,10 +187,14 @@ func (c *Coordinator) setLeading(job string, on bool) {
 // Run campaigns for every submitted job and leads the ones it wins, until
 // ctx ends (it then resigns, so another coordinator takes over at once). A
 // lost etcd session (partition, etcd restart) is re-created with backoff.
+// Run fails only if the etcd client is closed under it.
 func (c *Coordinator) Run(ctx context.Context) error {
 	bo := newBackoff(200*time.Millisecond, 5*time.Second)
 	ttl := int(math.Ceil(c.cfg.SessionTTL.Seconds()))
 	for {
+		if c.cli.Ctx().Err() != nil {
+			return fmt.Errorf("coordinator %s: etcd client for %v closed", c.cfg.ID, c.cli.Endpoints())
+		}
 		// The session must outlive ctx long enough for Close to revoke its
 		// lease; a revoked lease hands leadership over without waiting a TTL.
 		sctx, scancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -340,7 +344,6 @@ func (c *Coordinator) lead(ctx context.Context, job string, e *concurrency.Elect
 	log := c.log.With("job", job)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	leaderPfx := LeaderPrefix(job)
 
 	var wch clientv3.WatchChan
 	watch := func() {
@@ -352,6 +355,7 @@ func (c *Coordinator) lead(ctx context.Context, job string, e *concurrency.Elect
 	settle := time.NewTimer(0) // reconcile at once on election
 	defer settle.Stop()
 	armed := true
+	var last reconcileOutcome
 
 	for {
 		select {
@@ -368,7 +372,7 @@ func (c *Coordinator) lead(ctx context.Context, job string, e *concurrency.Elect
 			}
 			relevant := false
 			for _, ev := range wr.Events {
-				if !strings.HasPrefix(string(ev.Kv.Key), leaderPfx) {
+				if c.triggers(job, string(ev.Kv.Key), ev.Kv.ModRevision, last) {
 					relevant = true
 				}
 			}
@@ -381,7 +385,10 @@ func (c *Coordinator) lead(ctx context.Context, job string, e *concurrency.Elect
 			armed = false
 		case <-tick.C:
 		}
-		if err := c.reconcile(ctx, job, e); err != nil {
+		out, err := c.reconcile(ctx, job, e)
+		if err == nil {
+			last = out
+		} else {
 			if errors.Is(err, errNotLeader) || errors.Is(err, errJobGone) {
 				return err
 			}
@@ -392,6 +399,28 @@ func (c *Coordinator) lead(ctx context.Context, job string, e *concurrency.Elect
 			log.Warn("reconcile failed", "err", err)
 		}
 	}
+}
+
+// reconcileOutcome is what the watch filter needs from the last pass.
+type reconcileOutcome struct {
+	wroteRev int64 // revision of our own last write, 0 if none
+	pending  bool  // joiners wait for a step boundary: state changes matter
+}
+
+// triggers says whether a change to key warrants a reconcile. Our own
+// election keys and status writes do not; progress (state) writes come every
+// step, so they count only while joiners wait for a step boundary (or the
+// Resync tick picks them up).
+func (c *Coordinator) triggers(job, key string, modRev int64, last reconcileOutcome) bool {
+	switch {
+	case strings.HasPrefix(key, LeaderPrefix(job)):
+		return false
+	case key == StatusKey(job) && modRev == last.wroteRev:
+		return false
+	case key == StateKey(job):
+		return last.pending
+	}
+	return true
 }
 
 // jobView is one consistent read of a job's keys.
@@ -453,13 +482,14 @@ func (c *Coordinator) readJob(ctx context.Context, job string) (jobView, error) 
 
 // reconcile makes etcd's ring and status agree with the live members, as
 // NextRing decides, fenced by this coordinator's leadership.
-func (c *Coordinator) reconcile(ctx context.Context, job string, e *concurrency.Election) error {
+func (c *Coordinator) reconcile(ctx context.Context, job string, e *concurrency.Election) (reconcileOutcome, error) {
+	var out reconcileOutcome
 	v, err := c.readJob(ctx, job)
 	if err != nil {
-		return err
+		return out, err
 	}
 	if v.spec == nil {
-		return errJobGone
+		return out, errJobGone
 	}
 	c.m.live.WithLabelValues(job).Set(float64(len(v.members)))
 	c.m.generation.WithLabelValues(job).Set(float64(v.ring.Generation))
@@ -471,7 +501,7 @@ func (c *Coordinator) reconcile(ctx context.Context, job string, e *concurrency.
 		c.m.step.WithLabelValues(job).Set(float64(step))
 	}
 	if v.status.Phase.Terminal() {
-		return nil
+		return out, nil
 	}
 
 	next := v.status
@@ -499,6 +529,7 @@ func (c *Coordinator) reconcile(ctx context.Context, job string, e *concurrency.
 			Now:            c.cfg.Now(),
 		})
 		next.Message = d.Reason
+		out.pending = len(d.Pending) > 0
 		switch {
 		case d.Waiting && d.Ring.Generation == 0:
 			next.Phase = PhasePending
@@ -535,24 +566,24 @@ func (c *Coordinator) reconcile(ctx context.Context, job string, e *concurrency.
 		ops = append(ops, clientv3.OpPut(StatusKey(job), string(mustJSON(next))))
 	}
 	if len(ops) == 0 {
-		return nil
+		return out, nil
 	}
 	resp, err := c.cli.Txn(ctx).If(
 		clientv3.Compare(clientv3.CreateRevision(e.Key()), "=", e.Rev()),
 		clientv3.Compare(clientv3.ModRevision(RingKey(job)), "=", v.ringRev),
 	).Then(ops...).Commit()
 	if err != nil {
-		return fmt.Errorf("write ring/status of job %s to etcd %v: %w", job, c.cli.Endpoints(), err)
+		return out, fmt.Errorf("write ring/status of job %s to etcd %v: %w", job, c.cli.Endpoints(), err)
 	}
 	if !resp.Succeeded {
 		lr, err := c.cli.Get(ctx, e.Key())
 		if err != nil {
-			return fmt.Errorf("check leadership of job %s: %w", job, err)
+			return out, fmt.Errorf("check leadership of job %s: %w", job, err)
 		}
 		if len(lr.Kvs) == 0 || lr.Kvs[0].CreateRevision != e.Rev() {
-			return errNotLeader
+			return out, errNotLeader
 		}
-		return fmt.Errorf("ring of job %s changed under us (rev %d), retrying", job, v.ringRev)
+		return out, fmt.Errorf("ring of job %s changed under us (rev %d), retrying", job, v.ringRev)
 	}
 	if d.Changed {
 		c.m.ringChanges.WithLabelValues(job).Inc()
@@ -568,7 +599,8 @@ func (c *Coordinator) reconcile(ctx context.Context, job string, e *concurrency.
 		}
 		c.publish(ctx, ev)
 	}
-	return nil
+	out.wroteRev = resp.Header.Revision
+	return out, nil
 }
 
 // publish stamps and sends an event; failures are logged, never returned:

@@ -230,3 +230,21 @@ func FuzzParseJobSpec(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkParseJobSpecYAML(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseJobSpec([]byte(validYAML)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkParseJobSpecJSON(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseJobSpec([]byte(validJSON)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -148,12 +148,16 @@ func (m *Membership) Close() error {
 // never the same generation twice. The channel is closed when ctx ends.
 // Watch failures (compaction, leader loss) are retried with backoff, so a
 // consumer only sees rings. Slow consumers delay, but never lose, the newest
-// generation.
+// generation. Closing cli also ends the watch.
 func WatchRing(ctx context.Context, cli *clientv3.Client, job string) <-chan Ring {
 	out := make(chan Ring)
 	key := RingKey(job)
+	ctx, cancel := context.WithCancel(ctx)
+	stopOnClose := context.AfterFunc(cli.Ctx(), cancel)
 	go func() {
 		defer close(out)
+		defer stopOnClose()
+		defer cancel()
 		var last uint64
 		send := func(data []byte) bool {
 			r, err := decodeJSON[Ring]("ring", key, data)

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -184,5 +185,24 @@ func TestRingRank(t *testing.T) {
 	r := ring(1, mem("a", 1), mem("b", 2))
 	if r.Rank("b") != 1 || r.Rank("a") != 0 || r.Rank("zz") != -1 {
 		t.Fatalf("Rank wrong: %d %d %d", r.Rank("a"), r.Rank("b"), r.Rank("zz"))
+	}
+}
+
+func BenchmarkNextRing64(b *testing.B) {
+	cur := Ring{Job: "j", Generation: 9}
+	var live []Member
+	for i := range 64 {
+		m := Member{ID: fmt.Sprintf("worker-%03d", i), Addr: "10.0.0.1:7000", Incarnation: int64(100 + i)}
+		live = append(live, m)
+		if i != 17 && i < 60 {
+			cur.Members = append(cur.Members, m)
+		}
+	}
+	in := RingInput{Job: "j", Current: cur, Live: live, MinWorld: 8, MaxWorld: 64, AtStepBoundary: true}
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := NextRing(in); !d.Changed {
+			b.Fatal("expected a change")
+		}
 	}
 }
