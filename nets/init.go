@@ -67,8 +67,9 @@ func zero(p *nn.Param) {
 	}
 }
 
-// layerInit applies conv, linear and batch-norm rules to every leaf layer in
-// forward order; a nil rule keeps PyTorch's default for that layer type.
+// layerInit applies conv and linear rules to every leaf layer in forward
+// order; every other layer, and conv/linear without a rule, gets PyTorch's
+// default (BN: weight 1, bias 0).
 type layerInit struct {
 	conv   func(c *nn.Conv2D, rng *rand.Rand)
 	linear func(l *nn.Linear, rng *rand.Rand)
@@ -80,13 +81,16 @@ func (li layerInit) apply(m *nn.Model, rng *rand.Rand) {
 		case *nn.Conv2D:
 			if li.conv != nil {
 				li.conv(v, rng)
+				continue
 			}
 		case *nn.Linear:
 			if li.linear != nil {
 				li.linear(v, rng)
+				continue
 			}
-		case *nn.BatchNorm2D:
-			v.ResetParameters(rng) // weight 1, bias 0, fresh running stats
+		}
+		if in, ok := l.Module.(nn.Initializer); ok {
+			in.ResetParameters(rng)
 		}
 	}
 }
@@ -108,22 +112,25 @@ func initResNet(m *nn.Model, rng *rand.Rand) {
 func initDenseNet(m *nn.Model, rng *rand.Rand) {
 	layerInit{
 		conv:   func(c *nn.Conv2D, rng *rand.Rand) { kaimingNormal(rng, c.Weight, false) },
-		linear: func(l *nn.Linear, rng *rand.Rand) { zero(l.Bias) },
+		linear: func(l *nn.Linear, rng *rand.Rand) { l.ResetParameters(rng); zero(l.Bias) },
 	}.apply(m, rng)
 }
 
 // initGoogLeNet: trunc_normal(0, 0.01, a=-2, b=2) for conv and linear weights.
 func initGoogLeNet(m *nn.Model, rng *rand.Rand) {
 	layerInit{
-		conv:   func(c *nn.Conv2D, rng *rand.Rand) { truncNormal(rng, c.Weight.Data, 0.01, -2, 2) },
-		linear: func(l *nn.Linear, rng *rand.Rand) { truncNormal(rng, l.Weight.Data, 0.01, -2, 2) },
+		conv: func(c *nn.Conv2D, rng *rand.Rand) { truncNormal(rng, c.Weight.Data, 0.01, -2, 2) },
+		linear: func(l *nn.Linear, rng *rand.Rand) {
+			l.ResetParameters(rng) // the bias keeps PyTorch's default
+			truncNormal(rng, l.Weight.Data, 0.01, -2, 2)
+		},
 	}.apply(m, rng)
 }
 
 // initXavier: d2l's init_cnn (xavier_uniform for conv and linear weights).
 func initXavier(m *nn.Model, rng *rand.Rand) {
 	layerInit{
-		conv:   func(c *nn.Conv2D, rng *rand.Rand) { xavierUniform(rng, c.Weight) },
-		linear: func(l *nn.Linear, rng *rand.Rand) { xavierUniform(rng, l.Weight) },
+		conv:   func(c *nn.Conv2D, rng *rand.Rand) { c.ResetParameters(rng); xavierUniform(rng, c.Weight) },
+		linear: func(l *nn.Linear, rng *rand.Rand) { l.ResetParameters(rng); xavierUniform(rng, l.Weight) },
 	}.apply(m, rng)
 }

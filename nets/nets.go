@@ -99,9 +99,10 @@ func Build(name string, cfg Config) (*nn.Model, error) {
 		return nil, fmt.Errorf("net %s: %w", name, err)
 	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x52494e47)) // "RING"
-	m.Reset(rng)
 	if spec.init != nil {
-		spec.init(m, rng)
+		spec.init(m, rng) // covers every layer: no PyTorch default drawn first only to be overwritten
+	} else {
+		m.Reset(rng)
 	}
 	return m, nil
 }
