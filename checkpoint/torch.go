@@ -398,6 +398,9 @@ func collectTensors(root any) ([]Tensor, error) {
 	return out, nil
 }
 
+// maxExpandedElems bounds tensors larger than their storage.
+const maxExpandedElems = 1 << 24
+
 // materialize copies the (possibly strided) view out of its storage.
 func (t *torchTensor) materialize(name string) (Tensor, error) {
 	n, err := checkedNumel(t.shape)
@@ -406,6 +409,11 @@ func (t *torchTensor) materialize(name string) (Tensor, error) {
 	}
 	st := t.st
 	es := st.dtype.Size()
+	// Zero strides let a tiny storage claim a huge tensor; allow modest
+	// expansion (torch saves expanded views as they are) but no bombs.
+	if int64(n) > st.numel && n > maxExpandedElems {
+		return Tensor{}, fmt.Errorf("pth: tensor %q: shape %v expands a %d-element storage: %w", name, t.shape, st.numel, ErrFormat)
+	}
 	if int64(len(st.data)) != st.numel*int64(es) {
 		return Tensor{}, fmt.Errorf("pth: tensor %q: storage %q has %d bytes, want %d: %w", name, st.key, len(st.data), st.numel*int64(es), ErrFormat)
 	}

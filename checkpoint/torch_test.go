@@ -135,6 +135,33 @@ func TestReadPTHErrors(t *testing.T) {
 	}
 }
 
+func TestMaterializeBounds(t *testing.T) {
+	st := &torchStorage{dtype: F32, key: "0", numel: 4, data: make([]byte, 16)}
+	tests := []struct {
+		name          string
+		off           int64
+		shape, stride []int
+		want          string
+	}{
+		{"past end", 1, []int{4}, []int{1}, "reaches element 4"},
+		{"stride past end", 0, []int{2, 2}, []int{3, 1}, "reaches element 4"},
+		{"expansion bomb", 0, []int{1 << 25}, []int{0}, "expands"},
+		{"negative stride", 0, []int{2}, []int{-1}, "negative stride"},
+	}
+	for _, tc := range tests {
+		_, err := (&torchTensor{st: st, offset: tc.off, shape: tc.shape, stride: tc.stride}).materialize(tc.name)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	// A modest expanded view is fine: [3, 2] over two values, stride (0, 1).
+	binary.LittleEndian.PutUint32(st.data[4:], math.Float32bits(2.5))
+	got, err := (&torchTensor{st: st, offset: 0, shape: []int{3, 2}, stride: []int{0, 1}}).materialize("expand")
+	if err != nil || !reflect.DeepEqual(got.Data, []float32{0, 2.5, 0, 2.5, 0, 2.5}) {
+		t.Fatalf("expanded view = %v, %v", got.Data, err)
+	}
+}
+
 func TestLoadSlots(t *testing.T) {
 	src := []Tensor{
 		{Name: "module.a", Shape: []int{2}, Data: []float32{1, 2}},
