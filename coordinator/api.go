@@ -170,9 +170,8 @@ func toStatus(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
-	var verr ValidationError
 	switch {
-	case errors.As(err, &verr), strings.HasPrefix(err.Error(), "parse job spec"):
+	case errors.Is(err, ErrInvalidSpec):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, ErrJobExists):
 		return status.Error(codes.AlreadyExists, err.Error())

@@ -571,3 +571,33 @@ func TestHTTPHealthAndMetrics(t *testing.T) {
 		t.Fatalf("healthz after stop = %d, want 503", code)
 	}
 }
+
+func TestMembershipLostWhenLeaseRevoked(t *testing.T) {
+	job := uniqueJob("lost")
+	cli := newClient(t)
+	m := register(t, cli, job, "w-lost")
+	select {
+	case <-m.Lost():
+		t.Fatal("Lost closed while the lease is alive")
+	case <-time.After(3 * testTTL / 2): // longer than the TTL: keepalive works
+	}
+	// Someone else (an operator, a partition outlasting the TTL) kills the lease.
+	other := newClient(t)
+	if _, err := other.Revoke(context.Background(), m.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m.Lost():
+	case <-time.After(testTTL + 3*time.Second):
+		t.Fatal("Lost not closed after the lease was revoked")
+	}
+	resp, err := cli.Get(context.Background(), MemberKey(job, "w-lost"))
+	if err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("member key after revoke: %v %v", resp.Kvs, err)
+	}
+	// The id is free again: a new incarnation can register.
+	m2 := register(t, cli, job, "w-lost")
+	if m2.Self().Incarnation <= m.Self().Incarnation {
+		t.Fatalf("new incarnation %d not after %d", m2.Self().Incarnation, m.Self().Incarnation)
+	}
+}

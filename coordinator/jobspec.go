@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -117,8 +118,16 @@ type FieldError struct {
 
 func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
 
+// ErrInvalidSpec is wrapped by every error ParseJobSpec returns for bad
+// input (syntax, unknown fields, a ValidationError): the caller's fault, not
+// worth a retry.
+var ErrInvalidSpec = errors.New("invalid job spec")
+
 // ValidationError lists every invalid field of a spec, in field order.
 type ValidationError []*FieldError
+
+// Is makes errors.Is(err, ErrInvalidSpec) hold for a ValidationError.
+func (v ValidationError) Is(target error) bool { return target == ErrInvalidSpec }
 
 func (v ValidationError) Error() string {
 	parts := make([]string, len(v))
@@ -134,24 +143,24 @@ func (v ValidationError) Error() string {
 func ParseJobSpec(data []byte) (JobSpec, error) {
 	var s JobSpec
 	if len(data) > MaxJobSpecBytes {
-		return s, fmt.Errorf("parse job spec: %d bytes exceeds the %d byte limit", len(data), MaxJobSpecBytes)
+		return s, fmt.Errorf("parse job spec: %w: %d bytes exceeds the %d byte limit", ErrInvalidSpec, len(data), MaxJobSpecBytes)
 	}
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 {
-		return s, fmt.Errorf("parse job spec: empty document")
+		return s, fmt.Errorf("parse job spec: %w: empty document", ErrInvalidSpec)
 	}
 	if trimmed[0] == '{' {
 		dec := json.NewDecoder(bytes.NewReader(trimmed))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&s); err != nil {
-			return JobSpec{}, fmt.Errorf("parse job spec (json): %w", err)
+			return JobSpec{}, fmt.Errorf("parse job spec (json): %w: %w", ErrInvalidSpec, err)
 		}
 		if dec.More() {
-			return JobSpec{}, fmt.Errorf("parse job spec (json): trailing data after the object")
+			return JobSpec{}, fmt.Errorf("parse job spec (json): %w: trailing data after the object", ErrInvalidSpec)
 		}
 	} else {
 		if err := yaml.UnmarshalWithOptions(trimmed, &s, yaml.DisallowUnknownField()); err != nil {
-			return JobSpec{}, fmt.Errorf("parse job spec (yaml): %w", err)
+			return JobSpec{}, fmt.Errorf("parse job spec (yaml): %w: %w", ErrInvalidSpec, err)
 		}
 	}
 	s.SetDefaults()

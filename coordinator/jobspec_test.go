@@ -166,6 +166,9 @@ func TestParseJobSpecRejects(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error %q does not mention %q", err, tt.want)
 			}
+			if !errors.Is(err, ErrInvalidSpec) {
+				t.Errorf("error %q does not wrap ErrInvalidSpec", err)
+			}
 		})
 	}
 }
