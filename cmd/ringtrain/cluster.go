@@ -272,7 +272,11 @@ func runStatus(args []string) error {
 	if resp.State != nil {
 		fmt.Printf("progress: epoch %d step %d (updated %s)\n", resp.State.Epoch, resp.State.Step, resp.State.Updated.Format(time.RFC3339))
 	}
-	fmt.Printf("ring generation %d, formed %s at step %d:\n", resp.Ring.Generation, resp.Ring.Formed.Format(time.RFC3339), resp.Ring.StartStep)
+	if len(resp.Ring.Members) == 0 {
+		fmt.Printf("no ring in force (last generation %d)\n", resp.Ring.Generation)
+	} else {
+		fmt.Printf("ring generation %d, formed %s at step %d:\n", resp.Ring.Generation, resp.Ring.Formed.Format(time.RFC3339), resp.Ring.StartStep)
+	}
 	for rank, m := range resp.Ring.Members {
 		fmt.Printf("  rank %d  %s  %s\n", rank, m.ID, m.Addr)
 	}
