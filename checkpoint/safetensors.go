@@ -72,8 +72,17 @@ func DecodeSafetensors(b []byte) ([]Tensor, map[string]string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ts, err := f.Tensors()
-	return ts, f.Metadata, err
+	// Decode straight from b rather than through ReadAt copies.
+	out := make([]Tensor, 0, len(f.Entries))
+	for _, e := range f.Entries {
+		raw := b[f.dataAt+e.Begin : f.dataAt+e.End]
+		data := make([]float32, len(raw)/e.DType.Size())
+		if err := decodeElems(data, raw, e.DType); err != nil {
+			return nil, nil, fmt.Errorf("safetensors: tensor %q: %w", e.Name, err)
+		}
+		out = append(out, Tensor{Name: e.Name, Shape: append([]int{}, e.Shape...), DType: e.DType, Data: data})
+	}
+	return out, f.Metadata, nil
 }
 
 type stJSONEntry struct {

@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // loadRef reads NAME.ref.json/.ref.bin written by scripts/gen_pth.py.
@@ -276,9 +277,14 @@ func TestExportToPyTorch(t *testing.T) {
 			ref := loadRef(t, filepath.Join(dir, m))
 			var fromPTH []Tensor
 			for _, f := range []string{m + ".pth", m + "_legacy.pth", m + ".safetensors"} {
+				start := time.Now()
 				got, _, err := ReadTensorFile(filepath.Join(dir, f))
 				if err != nil {
 					t.Fatal(err)
+				}
+				if fi, err := os.Stat(filepath.Join(dir, f)); err == nil {
+					el := time.Since(start)
+					t.Logf("read %s: %.1f MB in %v (%.0f MB/s)", f, float64(fi.Size())/1e6, el.Round(time.Millisecond), float64(fi.Size())/1e6/el.Seconds())
 				}
 				sameBits(t, got, ref)
 				if fromPTH == nil {

@@ -44,12 +44,22 @@ func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 }
 
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) error {
-	b, err := io.ReadAll(r)
+	var b []byte
+	var err error
+	if size >= 0 {
+		b = make([]byte, size)
+		_, err = io.ReadFull(r, b)
+		if err == nil { // the reader must end exactly at size
+			var one [1]byte
+			if n, _ := r.Read(one[:]); n > 0 {
+				err = fmt.Errorf("more than %d bytes", size)
+			}
+		}
+	} else {
+		b, err = io.ReadAll(r)
+	}
 	if err != nil {
 		return fmt.Errorf("put %q: %w", key, err)
-	}
-	if size >= 0 && int64(len(b)) != size {
-		return fmt.Errorf("put %q: read %d bytes, size says %d", key, len(b), size)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
