@@ -91,6 +91,16 @@ func (c *ClusterConfig) Validate() error {
 	return nil
 }
 
+// SampleRecord is one line of the sample log: a completed global step and
+// every sample index it trained on (all ranks').
+type SampleRecord struct {
+	Step   int       `json:"step"` // the step's number (0-based)
+	Epoch  int       `json:"epoch"`
+	Worker string    `json:"worker"`
+	Time   time.Time `json:"time"`
+	Idx    []int32   `json:"idx"`
+}
+
 // errStopped ends a worker whose job was stopped or finished.
 var errStopped = errors.New("job no longer running")
 
@@ -224,12 +234,7 @@ func newClusterWorker(ctx context.Context, cfg ClusterConfig, spec coordinator.J
 		}
 		w.slog = f
 		rep.OnGlobalBatch = func(step, epoch int, idx []int32) {
-			b, _ := json.Marshal(struct {
-				Step   int     `json:"step"`
-				Epoch  int     `json:"epoch"`
-				Worker string  `json:"worker"`
-				Idx    []int32 `json:"idx"`
-			}{step, epoch, cfg.ID, idx})
+			b, _ := json.Marshal(SampleRecord{Step: step, Epoch: epoch, Worker: cfg.ID, Time: time.Now(), Idx: idx})
 			f.Write(append(b, '\n'))
 		}
 	}
