@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"image"
 	"io"
 	"log/slog"
 	"os"
@@ -311,11 +310,9 @@ func (l *Loader) worker(ctx context.Context, jobs <-chan job) {
 			if l.cache == nil || s.Name == "" {
 				l.cfg.Metrics.BytesFetched.Add(float64(len(buf)))
 			}
-			var img image.Image
 			reason = "decode"
-			img, err = DecodeImage(buf, l.cfg.Store.String()+"/"+s.Key+memberSuffix(s))
+			err = t.DecodeApply(buf, l.cfg.Store.String()+"/"+s.Key+memberSuffix(s), j.seed, dst)
 			if err == nil {
-				t.Apply(img, j.seed, dst)
 				l.cfg.Metrics.Samples.Inc()
 			}
 		}

@@ -60,11 +60,9 @@ func TestLoaderCoverageAndContent(t *testing.T) {
 					}
 					// The content is the reference transform of that file.
 					data := readAllKey(t, st, ix.Samples[id].Key)
-					img, err := DecodeImage(data, "")
-					if err != nil {
+					if err := ref.DecodeApply(data, "", AugmentSeed(5, epoch, lo+i), want); err != nil {
 						t.Fatal(err)
 					}
-					ref.Apply(img, AugmentSeed(5, epoch, lo+i), want)
 					if !slices.Equal(b.X[i*len(want):(i+1)*len(want)], want) {
 						t.Fatalf("sample %d: pixels differ from the reference transform", id)
 					}

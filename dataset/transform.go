@@ -95,6 +95,10 @@ type TransformConfig struct {
 	// ResizeShorter for evaluation (default Size*256/224, as for ImageNet).
 	ResizeShorter int
 	Preprocess    Preprocess
+	// DCTScale lets JPEGs decode at 1/2, 1/4 or 1/8 size when the crop is
+	// that much larger than Size (libjpeg build only): much faster, and
+	// slightly different pixels from a full-size decode.
+	DCTScale bool
 }
 
 // WithDefaults fills zero fields.
@@ -144,6 +148,7 @@ type Transformer struct {
 	tmp    []float32 // after the horizontal pass
 	acc    []float32
 	kx, ky coeffs
+	jbuf   []uint8 // libjpeg output, reused
 }
 
 // NewTransformer checks cfg (after WithDefaults) and prepares buffers.
@@ -226,26 +231,34 @@ func rrcParams(r *splitmix, w, h int, smin, smax, rmin, rmax float64) (x, y, cw,
 func (t *Transformer) Apply(img image.Image, seed uint64, dst []float32) {
 	b := img.Bounds()
 	p := t.plan(b.Dx(), b.Dy(), seed)
+	cs := 3
+	if t.cfg.Channels == 1 || isGray(img) {
+		cs = 1
+	}
+	t.apply(p, cs, func(r image.Rectangle) ([]uint8, int) {
+		t.region = grow(t.region, r.Dx()*r.Dy()*cs)
+		toPixels(img, r.Add(b.Min), cs, t.region)
+		return t.region, r.Dx() * cs
+	}, dst)
+}
+
+// apply resamples plan p; pixels returns the source pixels of rect r
+// (image coordinates, cs interleaved channels) and their row stride.
+func (t *Transformer) apply(p cropPlan, cs int, pixels func(r image.Rectangle) ([]uint8, int), dst []float32) {
 	S := t.cfg.Size
-	// Coefficients relative to the clip rectangle (image coordinates from 0).
+	// Coefficients relative to the clip rectangle.
 	cl := p.clip
 	t.kx.compute(p.x0-float64(cl.Min.X), p.x1-float64(cl.Min.X), cl.Dx(), S)
 	t.ky.compute(p.y0-float64(cl.Min.Y), p.y1-float64(cl.Min.Y), cl.Dy(), S)
 	// The window of source pixels actually read.
 	rx0, rx1 := t.kx.span()
 	ry0, ry1 := t.ky.span()
-	cs := 3
-	if t.cfg.Channels == 1 || isGray(img) {
-		cs = 1
-	}
-	rw, rh := rx1-rx0, ry1-ry0
-	t.region = grow(t.region, rw*rh*cs)
-	rect := image.Rect(b.Min.X+cl.Min.X+rx0, b.Min.Y+cl.Min.Y+ry0, b.Min.X+cl.Min.X+rx1, b.Min.Y+cl.Min.Y+ry1)
-	toPixels(img, rect, cs, t.region)
+	rh := ry1 - ry0
+	src, stride := pixels(image.Rect(cl.Min.X+rx0, cl.Min.Y+ry0, cl.Min.X+rx1, cl.Min.Y+ry1))
 	// Horizontal pass: rh rows × S columns × cs.
 	t.tmp = growF(t.tmp, rh*S*cs)
 	t.kx.shift(rx0)
-	horizontal(t.region, rw, rh, cs, &t.kx, t.tmp)
+	horizontal(src, stride, rh, cs, &t.kx, t.tmp)
 	t.kx.shift(-rx0)
 	// Vertical pass into channel planes with the affine map and flip.
 	t.acc = growF(t.acc, S*cs)
@@ -258,7 +271,6 @@ func (t *Transformer) Apply(img image.Image, seed uint64, dst []float32) {
 			row := t.tmp[(lo+k-ry0)*S*cs : (lo+k-ry0+1)*S*cs]
 			axpy(w, row, acc)
 		}
-		out := dst[yy*S : yy*S+S]
 		for c := range t.cfg.Channels {
 			sc := 0
 			if cs == 3 {
@@ -266,7 +278,6 @@ func (t *Transformer) Apply(img image.Image, seed uint64, dst []float32) {
 			}
 			a, bb := t.a[c], t.b[c]
 			o := dst[c*plane+yy*S : c*plane+yy*S+S]
-			_ = out
 			if p.flip {
 				for xx := range S {
 					o[S-1-xx] = clamp255(acc[xx*cs+sc])*a + bb
@@ -396,11 +407,12 @@ func (k *coeffs) shift(d int) {
 	}
 }
 
-// horizontal resamples rh rows of rw×cs uint8 pixels into S×cs floats each.
-func horizontal(src []uint8, rw, rh, cs int, k *coeffs, dst []float32) {
+// horizontal resamples rh rows (stride bytes apart) of cs-channel uint8
+// pixels into S×cs floats each.
+func horizontal(src []uint8, stride, rh, cs int, k *coeffs, dst []float32) {
 	S := len(k.lo)
 	for y := range rh {
-		row := src[y*rw*cs : (y+1)*rw*cs]
+		row := src[y*stride:]
 		out := dst[y*S*cs : (y+1)*S*cs]
 		if cs == 1 {
 			for i := range S {
@@ -526,4 +538,65 @@ func clampYCC(v int32) uint8 {
 		return uint8(v >> 16)
 	}
 	return uint8(^(v >> 31))
+}
+
+// DecodeApply decodes data (JPEG or PNG) and transforms it into dst. With
+// the libjpeg build tag, JPEGs are decoded straight into a reused buffer,
+// and with DCTScale at the smallest 1/1..1/8 scale that still leaves the
+// crop at least Size pixels (as PIL's draft mode). Errors name the object
+// and wrap ErrBadSample.
+func (t *Transformer) DecodeApply(data []byte, name string, seed uint64, dst []float32) error {
+	if haveLibjpeg && len(data) >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF {
+		if err := t.decodeApplyLibjpeg(data, seed, dst); err == nil {
+			return nil
+		} else if isTruncation(err) {
+			return fmt.Errorf("%s: corrupt or truncated JPEG: %v: %w", name, err, ErrBadSample)
+		}
+		// Anything libjpeg refuses (CMYK, odd headers) gets the Go decoder's verdict.
+	}
+	img, err := DecodeImage(data, name)
+	if err != nil {
+		return err
+	}
+	t.Apply(img, seed, dst)
+	return nil
+}
+
+func isTruncation(err error) bool { return strings.Contains(err.Error(), "truncated") }
+
+func (t *Transformer) decodeApplyLibjpeg(data []byte, seed uint64, dst []float32) error {
+	w, h, comps, err := libjpegInfo(data)
+	if err != nil {
+		return err
+	}
+	if w <= 0 || h <= 0 || w > maxImageSide || h > maxImageSide || w*h > maxImagePixels || (comps != 1 && comps != 3) {
+		return fmt.Errorf("JPEG %dx%d with %d components not handled by libjpeg", w, h, comps)
+	}
+	p := t.plan(w, h, seed)
+	denom := 1
+	if t.cfg.DCTScale {
+		for _, d := range []int{8, 4, 2} {
+			if (p.x1-p.x0)/float64(d) >= float64(t.cfg.Size) && (p.y1-p.y0)/float64(d) >= float64(t.cfg.Size) {
+				denom = d
+				break
+			}
+		}
+	}
+	gray := t.cfg.Channels == 1 || comps == 1
+	pix, ow, oh, cs, err := libjpegDecode(data, denom, gray, t.jbuf)
+	t.jbuf = pix
+	if err != nil {
+		return err
+	}
+	if denom != 1 {
+		sx, sy := float64(ow)/float64(w), float64(oh)/float64(h)
+		p.x0, p.x1, p.y0, p.y1 = p.x0*sx, p.x1*sx, p.y0*sy, p.y1*sy
+		p.clip = image.Rect(int(float64(p.clip.Min.X)*sx), int(float64(p.clip.Min.Y)*sy),
+			min(int(math.Ceil(float64(p.clip.Max.X)*sx)), ow), min(int(math.Ceil(float64(p.clip.Max.Y)*sy)), oh))
+	}
+	stride := ow * cs
+	t.apply(p, cs, func(r image.Rectangle) ([]uint8, int) {
+		return pix[r.Min.Y*stride+r.Min.X*cs:], stride
+	}, dst)
+	return nil
 }

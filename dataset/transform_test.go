@@ -1,6 +1,7 @@
 package dataset
 
 import (
+	"errors"
 	"bytes"
 	"image"
 	"image/color"
@@ -154,6 +155,10 @@ func TestDecodeErrors(t *testing.T) {
 		"truncated png": goodPNG[:len(goodPNG)/2],
 		"header only":   good[:3],
 	} {
+		tr, _ := NewTransformer(TransformConfig{Size: 8})
+		if err := tr.DecodeApply(data, "bucket/"+name, 0, make([]float32, 3*64)); err == nil || !errors.Is(err, ErrBadSample) {
+			t.Errorf("%s: DecodeApply: %v", name, err)
+		}
 		_, err := DecodeImage(data, "bucket/"+name)
 		if err == nil {
 			t.Errorf("%s: decoded", name)
@@ -196,4 +201,48 @@ func FuzzDecodeTransform(f *testing.F) {
 			}
 		}
 	})
+}
+
+// DecodeApply (libjpeg when built with it, DCT scaling or not) stays close
+// to the reference path: image/jpeg + Apply.
+func TestDecodeApplyMatchesReference(t *testing.T) {
+	files, _ := filepath.Glob("/usr/share/darknet/data/*.jpg")
+	var inputs [][]byte
+	for _, f := range files[:min(len(files), 3)] {
+		d, _ := os.ReadFile(f)
+		inputs = append(inputs, d)
+	}
+	inputs = append(inputs, testImage(t, "jpg", 300, 200, 4), testImage(t, "png", 64, 64, 5))
+	for _, dct := range []bool{false, true} {
+		for _, train := range []bool{false, true} {
+			cfg := TransformConfig{Size: 64, Train: train, DCTScale: dct}
+			tr, _ := NewTransformer(cfg)
+			a, b := make([]float32, 3*64*64), make([]float32, 3*64*64)
+			for i, d := range inputs {
+				img, err := DecodeImage(d, "x")
+				if err != nil {
+					t.Fatal(err)
+				}
+				tr.Apply(img, 3, a)
+				if err := tr.DecodeApply(d, "x", 3, b); err != nil {
+					t.Fatal(err)
+				}
+				var sum, worst float64
+				for j := range a {
+					e := math.Abs(float64(a[j] - b[j]))
+					sum += e
+					worst = max(worst, e)
+				}
+				mean := sum / float64(len(a))
+				t.Logf("libjpeg=%v dct=%v train=%v input %d: mean |diff| %.4f, max %.3f", haveLibjpeg, dct, train, i, mean, worst)
+				tol := 3.0 / 255 // IDCT and chroma upsampling differ slightly
+				if dct {
+					tol = 6.0 / 255 // DCT-domain downscaling is a different low-pass filter
+				}
+				if mean > tol || worst > 0.3 {
+					t.Errorf("dct=%v train=%v input %d: mean |diff| %.4f max %.3f vs the reference", dct, train, i, mean, worst)
+				}
+			}
+		}
+	}
 }

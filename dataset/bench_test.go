@@ -1,0 +1,101 @@
+package dataset
+
+import (
+	"bytes"
+	"image"
+	"image/png"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// benchImages returns the darknet sample photos (skip if absent).
+func benchImages(b *testing.B) [][]byte {
+	glob := os.Getenv("RINGTRAIN_BENCH_IMAGES")
+	if glob == "" {
+		glob = "/usr/share/darknet/data/*.jpg"
+	}
+	files, _ := filepath.Glob(glob)
+	if len(files) == 0 {
+		b.Skipf("no images match %s (apt-get install darknet)", glob)
+	}
+	var out [][]byte
+	for _, f := range files {
+		d, err := os.ReadFile(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// mnistPNGs encodes the first n MNIST training digits as PNG files.
+func mnistPNGs(b *testing.B, n int) [][]byte {
+	train, _, err := LoadMNIST("mnist")
+	if err != nil {
+		b.Skipf("MNIST: %v", err)
+	}
+	var out [][]byte
+	img := image.NewGray(image.Rect(0, 0, 28, 28))
+	for i := range n {
+		for j, v := range train.Sample(i) {
+			img.Pix[j] = uint8(math.Round(float64(v) * 255))
+		}
+		var buf bytes.Buffer
+		png.Encode(&buf, img)
+		out = append(out, buf.Bytes())
+	}
+	return out
+}
+
+// BenchmarkDecodeAugment is decode + transform of one image per op on one
+// goroutine (run with -cpu 1 for a per-core figure); scripts/bench_decode.py
+// runs it beside Pillow/torchvision.
+func BenchmarkDecodeAugment(b *testing.B) {
+	cases := []struct {
+		name string
+		imgs func(*testing.B) [][]byte
+		cfg  TransformConfig
+	}{
+		{"darknet/train224", benchImages, TransformConfig{Size: 224, Train: true, Preprocess: Torch}},
+		{"darknet/eval224", benchImages, TransformConfig{Size: 224, Preprocess: Torch}},
+		{"darknet/train224-dct", benchImages, TransformConfig{Size: 224, Train: true, Preprocess: Torch, DCTScale: true}},
+		{"darknet/eval224-dct", benchImages, TransformConfig{Size: 224, Preprocess: Torch, DCTScale: true}},
+		{"mnist/train28", func(b *testing.B) [][]byte { return mnistPNGs(b, 2000) }, TransformConfig{Size: 28, Channels: 1, Train: true, ScaleMin: 0.5, ScaleMax: 1, Preprocess: Unit}},
+		{"mnist/eval28", func(b *testing.B) [][]byte { return mnistPNGs(b, 2000) }, TransformConfig{Size: 28, Channels: 1, ResizeShorter: 28, Preprocess: Unit}},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			if tc.cfg.DCTScale && !haveLibjpeg {
+				b.Skip("DCT scaling needs -tags libjpeg")
+			}
+			imgs := tc.imgs(b)
+			tr, err := NewTransformer(tc.cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			out := make([]float32, tr.Config().SampleLen())
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := tr.DecodeApply(imgs[i%len(imgs)], "bench", uint64(i), out); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "img/s")
+		})
+	}
+}
+
+// BenchmarkDecodeOnly separates decoding from the transform.
+func BenchmarkDecodeOnly(b *testing.B) {
+	imgs := benchImages(b)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if _, err := DecodeImage(imgs[i%len(imgs)], "bench"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
