@@ -65,9 +65,25 @@ func Lookup(name string) (Spec, error) {
 
 // Build assembles and initialises the named network.
 func Build(name string, cfg Config) (*nn.Model, error) {
-	spec, err := Lookup(name)
+	m, spec, cfg, err := assemble(name, cfg)
 	if err != nil {
 		return nil, err
+	}
+	rng := rand.New(rand.NewPCG(cfg.Seed, 0x52494e47)) // "RING"
+	if spec.init != nil {
+		spec.init(m, rng) // covers every layer: no PyTorch default drawn first only to be overwritten
+	} else {
+		m.Reset(rng)
+	}
+	return m, nil
+}
+
+// assemble validates cfg (filling defaults) and builds the model with its
+// parameters zero (not initialised).
+func assemble(name string, cfg Config) (*nn.Model, Spec, Config, error) {
+	spec, err := Lookup(name)
+	if err != nil {
+		return nil, spec, cfg, err
 	}
 	if cfg.Classes == 0 {
 		cfg.Classes = 1000
@@ -80,31 +96,28 @@ func Build(name string, cfg Config) (*nn.Model, error) {
 	}
 	switch {
 	case cfg.Classes < 1:
-		return nil, fmt.Errorf("net %s: classes %d must be ≥ 1", name, cfg.Classes)
+		err = fmt.Errorf("net %s: classes %d must be ≥ 1", name, cfg.Classes)
 	case cfg.InChannels < 1:
-		return nil, fmt.Errorf("net %s: input channels %d must be ≥ 1", name, cfg.InChannels)
+		err = fmt.Errorf("net %s: input channels %d must be ≥ 1", name, cfg.InChannels)
 	case cfg.InputSize < spec.MinInput:
-		return nil, fmt.Errorf("net %s: input size %d is below its minimum of %d×%d", name, cfg.InputSize, spec.MinInput, spec.MinInput)
+		err = fmt.Errorf("net %s: input size %d is below its minimum of %d×%d", name, cfg.InputSize, spec.MinInput, spec.MinInput)
 	case cfg.Pooling != "" && cfg.Pooling != "avg" && cfg.Pooling != "max":
-		return nil, fmt.Errorf("net %s: pooling %q must be avg or max", name, cfg.Pooling)
+		err = fmt.Errorf("net %s: pooling %q must be avg or max", name, cfg.Pooling)
 	case cfg.Pooling != "" && !cfg.NoTop:
-		return nil, fmt.Errorf("net %s: pooling %q applies only without the top (include_top=false)", name, cfg.Pooling)
+		err = fmt.Errorf("net %s: pooling %q applies only without the top (include_top=false)", name, cfg.Pooling)
+	}
+	if err != nil {
+		return nil, spec, cfg, err
 	}
 	root, err := spec.build(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("net %s: %w", name, err)
+		return nil, spec, cfg, fmt.Errorf("net %s: %w", name, err)
 	}
 	m, err := nn.NewModel(root, nn.Shape{cfg.InChannels, cfg.InputSize, cfg.InputSize})
 	if err != nil {
-		return nil, fmt.Errorf("net %s: %w", name, err)
+		return nil, spec, cfg, fmt.Errorf("net %s: %w", name, err)
 	}
-	rng := rand.New(rand.NewPCG(cfg.Seed, 0x52494e47)) // "RING"
-	if spec.init != nil {
-		spec.init(m, rng) // covers every layer: no PyTorch default drawn first only to be overwritten
-	} else {
-		m.Reset(rng)
-	}
-	return m, nil
+	return m, spec, cfg, nil
 }
 
 // globalPool returns the Keras pooling layer for cfg, or nil.

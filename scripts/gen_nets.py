@@ -227,7 +227,8 @@ def cmd_numerics(args):
     loss.backward()
     out["logits_train"] = logits.detach().numpy()
     named = [(k, p) for k, p in m.named_parameters()]
-    weights = [k for k, p in named if p.dim() >= 2]
+    # Gradients of a few weights small enough to commit (not the big FCs).
+    weights = [k for k, p in named if p.dim() >= 2 and p.numel() <= args.max_grad]
     pick = [weights[0], weights[len(weights) // 2], weights[-1]]
     bns = [k for k, p in named if p.dim() == 1 and k.endswith("weight")]
     if bns:
@@ -276,6 +277,7 @@ def main():
     n.add_argument("--classes", type=int, default=10)
     n.add_argument("--seed", type=int, default=0)
     n.add_argument("--threads", type=int, default=1)
+    n.add_argument("--max-grad", type=int, default=300_000, help="largest weight whose gradient is written")
     n.add_argument("--out", required=True)
     p = sub.add_parser("peakmem")
     p.add_argument("--net", default="resnet50")

@@ -1,0 +1,325 @@
+package nets
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ringtrain/ringtrain/nn"
+	"github.com/ringtrain/ringtrain/nn/kernels"
+	"gorgonia.org/tensor"
+)
+
+// Numerics against PyTorch. scripts/gen_nets.py numerics builds the same
+// net in PyTorch, fills every parameter and buffer with the deterministic
+// pattern fillParam mirrors (so no weights are stored: the fixture holds the
+// input, both logits and a few gradients), and the Go model filled by the
+// same names must reproduce them.
+
+// fnv1a32 and unitPattern mirror gen_nets.py's fnv1a32 and unit.
+func fnv1a32(s string) uint32 {
+	h := uint32(0x811C9DC5)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 0x01000193
+	}
+	return h
+}
+
+func unitPattern(seed uint32, i int) float64 {
+	x := uint32(i)*0x9E3779B1 + seed
+	x ^= x >> 16
+	x *= 0x85EBCA6B
+	x ^= x >> 13
+	x *= 0xC2B2AE35
+	x ^= x >> 16
+	return float64(x)/4294967296.0*2.0 - 1.0
+}
+
+// fillParam sets p from its state_dict name and shape, as gen_nets.py fill.
+func fillParam(p *nn.Param) {
+	if strings.HasSuffix(p.Name, "num_batches_tracked") {
+		p.Data[0] = 0
+		return
+	}
+	seed := fnv1a32(p.Name)
+	fanIn := 1
+	for _, d := range p.Shape[min(1, len(p.Shape)):] {
+		fanIn *= d
+	}
+	bound := math.Sqrt(6.0 / float64(fanIn))
+	for i := range p.Data {
+		u := unitPattern(seed, i)
+		switch {
+		case strings.HasSuffix(p.Name, "running_mean"):
+			u = 0.1 * u
+		case strings.HasSuffix(p.Name, "running_var"):
+			u = 1.0 + 0.25*(u+1.0)
+		case len(p.Shape) >= 2:
+			u = u * bound
+		case strings.HasSuffix(p.Name, "weight"):
+			u = 1.0 + 0.1*u
+		default:
+			u = 0.1 * u
+		}
+		p.Data[i] = float32(u)
+	}
+}
+
+// fixture is a safetensors file of F32 tensors with string metadata.
+type fixture struct {
+	meta    map[string]string
+	tensors map[string][]float32
+	shapes  map[string][]int
+}
+
+func readFixture(path string) (*fixture, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) < 8 {
+		return nil, fmt.Errorf("fixture %s: %d bytes, too short for a safetensors header", path, len(raw))
+	}
+	hl := binary.LittleEndian.Uint64(raw)
+	if hl > uint64(len(raw)-8) {
+		return nil, fmt.Errorf("fixture %s: header length %d beyond the file's %d bytes", path, hl, len(raw))
+	}
+	var header map[string]json.RawMessage
+	if err := json.Unmarshal(raw[8:8+hl], &header); err != nil {
+		return nil, fmt.Errorf("fixture %s: header: %w", path, err)
+	}
+	data := raw[8+hl:]
+	f := &fixture{meta: map[string]string{}, tensors: map[string][]float32{}, shapes: map[string][]int{}}
+	for k, v := range header {
+		if k == "__metadata__" {
+			if err := json.Unmarshal(v, &f.meta); err != nil {
+				return nil, fmt.Errorf("fixture %s: metadata: %w", path, err)
+			}
+			continue
+		}
+		var e struct {
+			Dtype   string `json:"dtype"`
+			Shape   []int  `json:"shape"`
+			Offsets [2]int `json:"data_offsets"`
+		}
+		if err := json.Unmarshal(v, &e); err != nil {
+			return nil, fmt.Errorf("fixture %s: tensor %s: %w", path, k, err)
+		}
+		n := 1
+		for _, d := range e.Shape {
+			n *= d
+		}
+		if e.Dtype != "F32" || e.Offsets[0] < 0 || e.Offsets[1] > len(data) || e.Offsets[1]-e.Offsets[0] != 4*n {
+			return nil, fmt.Errorf("fixture %s: tensor %s: dtype %s shape %v offsets %v do not fit %d data bytes", path, k, e.Dtype, e.Shape, e.Offsets, len(data))
+		}
+		vals := make([]float32, n)
+		for i := range vals {
+			vals[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[e.Offsets[0]+4*i:]))
+		}
+		f.tensors[k], f.shapes[k] = vals, e.Shape
+	}
+	return f, nil
+}
+
+// relErr is max|got−want| / max|want|.
+func relErr(got, want []float32) float64 {
+	var num, den float64
+	for i := range want {
+		num = math.Max(num, math.Abs(float64(got[i])-float64(want[i])))
+		den = math.Max(den, math.Abs(float64(want[i])))
+	}
+	if den == 0 {
+		return num
+	}
+	return num / den
+}
+
+const numericsTol = 1e-3
+
+// checkNumerics builds the fixture's net in Go and compares everything.
+func checkNumerics(t *testing.T, f *fixture) {
+	t.Helper()
+	net := f.meta["net"]
+	size, _ := strconv.Atoi(f.meta["input"])
+	classes, _ := strconv.Atoi(f.meta["classes"])
+	x := f.tensors["input"]
+	xs := f.shapes["input"]
+	m, _, _, err := assemble(net, Config{Classes: classes, InputSize: size, InChannels: xs[1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range m.State {
+		fillParam(p)
+	}
+	pool := kernels.NewPool(2)
+	defer pool.Close()
+	in := tensor.New(tensor.WithShape(xs...), tensor.WithBacking(x))
+	check := func(what string, got []float32) {
+		t.Helper()
+		want, ok := f.tensors[what]
+		if !ok {
+			t.Fatalf("fixture has no %s", what)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%s %s: %d values, PyTorch has %d", net, what, len(got), len(want))
+		}
+		if e := relErr(got, want); e > numericsTol || math.IsNaN(e) {
+			t.Errorf("%s %s: relative error %.3g > %g (got[0:3] %v, want %v)", net, what, e, numericsTol, got[:min(3, len(got))], want[:min(3, len(want))])
+		} else {
+			t.Logf("%s %s: relative error %.2g", net, what, e)
+		}
+	}
+
+	y, err := m.Forward(&nn.State{Pool: pool}, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("logits_eval", y.Float32s())
+
+	for _, l := range m.Layers { // PyTorch's side ran train mode with p = 0
+		if d, ok := l.Module.(*nn.Dropout); ok {
+			d.P = 0
+		}
+	}
+	s := &nn.State{Train: true, Pool: pool, RNG: rand.New(rand.NewPCG(1, 2))}
+	y, err = m.Forward(s, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("logits_train", y.Float32s())
+	labels := make([]int32, xs[0])
+	for i, v := range f.tensors["labels"] {
+		labels[i] = int32(v)
+	}
+	var ce nn.CrossEntropy
+	loss, err := ce.Forward(y, labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := strconv.ParseFloat(f.meta["loss"], 64); math.Abs(float64(loss)-want) > numericsTol*math.Max(1, math.Abs(want)) {
+		t.Errorf("%s loss %v, PyTorch %v", net, loss, want)
+	}
+	m.ZeroGrad()
+	if err := m.Backward(s, ce.Backward()); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for k := range f.tensors {
+		if strings.HasPrefix(k, "grad.") || strings.HasPrefix(k, "after.") {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	if len(names) < 2 {
+		t.Errorf("fixture has only %d gradient/statistics tensors", len(names))
+	}
+	for _, k := range names {
+		name, isGrad := strings.CutPrefix(k, "grad.")
+		if !isGrad {
+			name = strings.TrimPrefix(k, "after.")
+		}
+		p, ok := m.Param(name)
+		if !ok {
+			t.Errorf("%s: PyTorch's %s has no Go parameter", net, name)
+			continue
+		}
+		if isGrad {
+			check(k, p.Grad)
+		} else {
+			check(k, p.Data)
+		}
+	}
+}
+
+// TestNumericsFixtures checks the committed fixtures (no PyTorch needed).
+func TestNumericsFixtures(t *testing.T) {
+	files, _ := filepath.Glob("testdata/numerics_*.safetensors")
+	if len(files) == 0 {
+		t.Fatal("no testdata/numerics_*.safetensors (scripts/gen_nets.py numerics writes them)")
+	}
+	for _, path := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(path), ".safetensors"), func(t *testing.T) {
+			f, err := readFixture(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkNumerics(t, f)
+		})
+	}
+}
+
+// numericsCases: net and input side for the on-the-fly comparison. The
+// default run covers one net per family at a small input; RINGTRAIN_SLOW=1
+// adds every other variant (VGG's 120M-parameter classifier included).
+var numericsCases = []struct {
+	net   string
+	input int
+	slow  bool
+}{
+	{"alexnet-2012", 67, false},
+	{"nin", 67, false},
+	{"googlenet", 64, false},
+	{"resnet50", 64, false},
+	{"densenet121", 64, false},
+	{"vgg11_bn", 32, true},
+	{"vgg11", 32, true},
+	{"vgg13", 32, true},
+	{"vgg16", 32, true},
+	{"vgg19", 32, true},
+	{"vgg13_bn", 32, true},
+	{"vgg16_bn", 32, true},
+	{"vgg19_bn", 32, true},
+	{"resnet34", 64, true},
+	{"resnet101", 64, true},
+	{"resnet152", 64, true},
+	{"densenet169", 64, true},
+	{"densenet201", 64, true},
+	{"alexnet", 224, true},
+	{"resnet18", 224, true},
+}
+
+const python = "/usr/bin/python3"
+
+func torchAvailable() bool {
+	return exec.Command(python, "-c", "import torch, torchvision").Run() == nil
+}
+
+// TestNumericsTorch generates fixtures with PyTorch on the fly. It skips
+// only when torch cannot be imported, and under -short.
+func TestNumericsTorch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: PyTorch comparison skipped")
+	}
+	if !torchAvailable() {
+		t.Skip(python + ": cannot import torch/torchvision")
+	}
+	dir := t.TempDir()
+	for _, tc := range numericsCases {
+		t.Run(fmt.Sprintf("%s@%d", tc.net, tc.input), func(t *testing.T) {
+			if tc.slow && !slow() {
+				t.Skip("RINGTRAIN_SLOW=1 only")
+			}
+			out := filepath.Join(dir, tc.net+".safetensors")
+			cmd := exec.Command(python, "../scripts/gen_nets.py", "numerics", "--net", tc.net, "--input", strconv.Itoa(tc.input), "--out", out)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("gen_nets.py: %v\n%s", err, b)
+			}
+			f, err := readFixture(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkNumerics(t, f)
+			os.Remove(out)
+		})
+	}
+}
