@@ -156,3 +156,17 @@ func TorchCompat(ts []Tensor) []Tensor {
 	}
 	return out
 }
+
+// ImportFile loads pretrained weights from a torchvision .pth or a
+// safetensors file into the slots (see Load).
+func ImportFile(path string, into []NamedSlot, opts LoadOptions) (Report, error) {
+	ts, _, err := ReadTensorFile(path)
+	if err != nil {
+		return Report{}, fmt.Errorf("import: %w", err)
+	}
+	rep, err := Load(into, ts, opts)
+	if err != nil {
+		return rep, fmt.Errorf("import %s: %w", path, err)
+	}
+	return rep, nil
+}

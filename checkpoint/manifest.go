@@ -26,7 +26,7 @@ type Manifest struct {
 	Version    int                `json:"format_version"`
 	Run        string             `json:"run"`
 	Net        string             `json:"net"`
-	NetConfig  map[string]any     `json:"net_config,omitempty"`
+	NetConfig  map[string]any     `json:"net_config,omitempty"` // numbers parse as json.Number
 	Classes    int                `json:"classes"`
 	ClassNames []string           `json:"class_names,omitempty"`
 	Step       int64              `json:"step"`

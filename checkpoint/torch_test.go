@@ -350,3 +350,31 @@ func FuzzPickle(f *testing.F) {
 		}
 	})
 }
+
+func TestImportFile(t *testing.T) {
+	ref := loadRef(t, "testdata/tiny")
+	var slots []NamedSlot
+	for _, r := range ref {
+		if IgnoreNumBatchesTracked(r.Name) {
+			continue // an engine without step counters
+		}
+		slots = append(slots, NamedSlot{Name: r.Name, Shape: r.Shape, Data: make([]float32, r.Numel())})
+	}
+	slots[len(slots)-1].Shape = []int{5, 2} // fc.bias: a head of another size
+	slots[len(slots)-1].Data = make([]float32, 10)
+	for _, file := range []string{"testdata/tiny.pth", "testdata/tiny_legacy.pth", "testdata/tiny.safetensors"} {
+		if _, err := ImportFile(file, slots, LoadOptions{Strict: true, Ignore: IgnoreNumBatchesTracked}); err == nil || !strings.Contains(err.Error(), "fc.bias: model [5 2], file [10]") {
+			t.Fatalf("%s strict: %v", file, err)
+		}
+		rep, err := ImportFile(file, slots, LoadOptions{Ignore: IgnoreNumBatchesTracked})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Loaded) != len(slots)-1 || len(rep.Ignored) != 2 || len(rep.Mismatched) != 1 || len(rep.Missing)+len(rep.Unexpected) != 0 {
+			t.Fatalf("%s: report %v", file, rep)
+		}
+		if !reflect.DeepEqual(slots[0].Data, ref[0].Data) {
+			t.Fatalf("%s: %s not loaded", file, slots[0].Name)
+		}
+	}
+}
