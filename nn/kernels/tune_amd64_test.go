@@ -54,12 +54,3 @@ func TestTuneBlocks(t *testing.T) {
 		t.Log(line)
 	}
 }
-
-func cpuHasPath(path string) bool {
-	for _, p := range KernelPaths() {
-		if p == path {
-			return true
-		}
-	}
-	return false
-}
