@@ -182,9 +182,27 @@ func NewS3(ctx context.Context, cfg S3Config, bucket string) (*S3, error) {
 		return nil, s.wrap("open bucket", "", err)
 	}
 	if !ok {
+		// A HEAD answer has no body: some servers say 404 for unknown keys
+		// too. A listing tells the two apart.
+		if err := s.probe(ctx); err != nil && !errors.Is(err, ErrNotExist) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("s3://%s at %s: bucket does not exist: %w", bucket, cfg.Endpoint, ErrNotExist)
 	}
 	return s, nil
+}
+
+// probe lists at most one key, to learn why a bucket looks absent.
+func (s *S3) probe(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for oi := range s.cl.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{MaxKeys: 1}) {
+		if oi.Err != nil {
+			return s.wrap("open bucket", "", oi.Err)
+		}
+		break
+	}
+	return nil
 }
 
 // CreateBucket makes the bucket if it is missing and returns a store on it.
@@ -249,11 +267,13 @@ func (s *S3) wrap(op, key string, err error) error {
 	}
 	resp := minio.ToErrorResponse(err)
 	switch {
-	case resp.Code == "NoSuchKey" || resp.Code == "NoSuchBucket" || resp.StatusCode == http.StatusNotFound:
-		return fmt.Errorf("%s %s at %s: %w (%v)", op, what, s.cfg.Endpoint, ErrNotExist, err)
 	case resp.Code == "AccessDenied" || resp.Code == "InvalidAccessKeyId" || resp.Code == "SignatureDoesNotMatch" ||
-		resp.StatusCode == http.StatusForbidden:
+		strings.HasSuffix(resp.Code, "UserNotFound") || resp.StatusCode == http.StatusForbidden:
+		// (versitygw answers an unknown key with 404 XAdminUserNotFound)
 		return fmt.Errorf("%s %s at %s: %w: check the access/secret keys (%v)", op, what, s.cfg.Endpoint, ErrAccessDenied, err)
+	case resp.Code == "NoSuchKey" || resp.Code == "NoSuchBucket" || resp.Code == "NotFound" ||
+		(resp.StatusCode == http.StatusNotFound && resp.Code == ""):
+		return fmt.Errorf("%s %s at %s: %w (%v)", op, what, s.cfg.Endpoint, ErrNotExist, err)
 	}
 	return fmt.Errorf("%s %s at %s: %w", op, what, s.cfg.Endpoint, err)
 }

@@ -33,9 +33,13 @@ type Server struct {
 	AccessKey string
 	SecretKey string
 
+	// DisableContentSHA256 is what clients must set (gofakes3 needs it).
+	DisableContentSHA256 bool
+
 	backend gofakes3.Backend
 	srv     *http.Server
 	done    chan error
+	stop    func() error // external servers
 }
 
 // Start serves S3 on a free loopback port. With dir == "" objects live in
@@ -69,6 +73,8 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 		backend:   be,
 		srv:       &http.Server{Handler: fake.Server(), ReadHeaderTimeout: 10 * time.Second},
 		done:      make(chan error, 1),
+
+		DisableContentSHA256: true,
 	}
 	go func() { s.done <- s.srv.Serve(ln) }()
 	go func() {
@@ -91,12 +97,16 @@ func (s *Server) Config() objstore.S3Config {
 		SecretKey:            s.SecretKey,
 		Region:               "us-east-1",
 		PathStyle:            true,
-		DisableContentSHA256: true,
+		DisableContentSHA256: s.DisableContentSHA256,
 	}
 }
 
 // CreateBucket makes a bucket (no error if it exists).
 func (s *Server) CreateBucket(name string) error {
+	if s.backend == nil {
+		_, err := objstore.CreateBucket(context.Background(), s.Config(), name)
+		return err
+	}
 	ok, err := s.backend.BucketExists(name)
 	if err != nil {
 		return fmt.Errorf("s3server: bucket %s: %w", name, err)
@@ -112,6 +122,9 @@ func (s *Server) CreateBucket(name string) error {
 
 // Close stops the server and waits for it.
 func (s *Server) Close() error {
+	if s.stop != nil {
+		return s.stop()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := s.srv.Shutdown(ctx)
