@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"sync"
@@ -143,9 +144,13 @@ type grpcLink struct {
 	outDown, inDown *downSignal
 	inReady         chan struct{} // closed once the left neighbour's stream is accepted
 
+	grace     time.Duration // bound on a graceful close
+	rightDone chan struct{} // closed when watchRight returns
+
 	mu       sync.Mutex
 	accepted bool
 	stopped  bool
+	graceful bool // stop came from Close: half-close and let peers finish
 	stop     chan struct{}
 	wg       sync.WaitGroup
 }
@@ -170,7 +175,7 @@ func DialRing(ctx context.Context, cfg RingConfig) (Communicator, error) {
 		rank: cfg.Rank, size: n, gen: cfg.Generation, addrs: cfg.Addrs, pool: pool,
 		out: make(chan frame, linkQueue), in: make(chan frame, linkQueue),
 		outDown: newDown(), inDown: newDown(), inReady: make(chan struct{}),
-		stop: make(chan struct{}),
+		stop: make(chan struct{}), grace: min(opt.Timeout, 5*time.Second), rightDone: make(chan struct{}),
 	}
 	p := pipe{
 		out: l.out, in: l.in, outDown: l.outDown.ch, inDown: l.inDown.ch,
@@ -186,7 +191,8 @@ func DialRing(ctx context.Context, cfg RingConfig) (Communicator, error) {
 		return r, nil
 	}
 	fail := func(err error) (Communicator, error) {
-		r.Close()
+		l.shutdown(err) // not ErrClosed: no graceful wait
+		l.wait()
 		return nil, err
 	}
 
@@ -343,17 +349,53 @@ func (l *grpcLink) serveLink(ss grpc.ServerStream) error {
 		return err
 	}
 	close(l.inReady)
+	// Read in a goroutine so that the handler can end the stream cleanly (OK
+	// status, which the left neighbour reads as a close, not a failure) as
+	// soon as this rank stops, even while a read is blocked.
+	readDone := make(chan struct{})
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		return nil
+	}
+	l.wg.Add(1)
+	l.mu.Unlock()
+	go func() {
+		defer l.wg.Done()
+		defer close(readDone)
+		l.readLoop(ss)
+	}()
+	select {
+	case <-readDone:
+	case <-l.stop:
+	}
+	return nil
+}
+
+func (l *grpcLink) readLoop(ss grpc.ServerStream) {
+	var f inFrame
 	for {
 		if err := ss.RecvMsg(&f); err != nil {
+			select {
+			case <-l.stop:
+				return // we ended the stream ourselves
+			default:
+			}
+			if err == io.EOF {
+				// The left neighbour closed after its last collective: not
+				// a failure unless this rank still needs frames from it.
+				l.inDown.fail(errors.New("left neighbour closed its stream"))
+				return
+			}
 			l.inDown.fail(fmt.Errorf("receiving: %w", err))
 			l.shutdown(err)
-			return nil
+			return
 		}
 		select {
 		case l.in <- frame{b: f.b}:
 		case <-l.stop:
 			l.pool.Put(f.b)
-			return nil
+			return
 		}
 	}
 }
@@ -366,11 +408,19 @@ func (l *grpcLink) writeLoop(cs grpc.ClientStream) {
 		select {
 		case msg = <-l.out:
 			if err := cs.SendMsg(&msg); err != nil {
-				l.outDown.fail(fmt.Errorf("sending: %w", err))
-				l.shutdown(err)
+				if err != io.EOF { // on EOF watchRight reports the status
+					l.outDown.fail(fmt.Errorf("sending: %w", err))
+					l.shutdown(err)
+				}
 				return
 			}
 		case <-l.stop:
+			l.mu.Lock()
+			graceful := l.graceful
+			l.mu.Unlock()
+			if graceful {
+				cs.CloseSend() // after every frame already sent
+			}
 			return
 		}
 	}
@@ -380,8 +430,15 @@ func (l *grpcLink) writeLoop(cs grpc.ClientStream) {
 // after the handshake, so RecvMsg returns only with the stream's end.
 func (l *grpcLink) watchRight(cs grpc.ClientStream) {
 	defer l.wg.Done()
+	defer close(l.rightDone)
 	var f inFrame
 	err := cs.RecvMsg(&f)
+	if err == io.EOF {
+		// The right neighbour ended the stream cleanly (it closed, or we
+		// half-closed): frames already sent were delivered.
+		l.outDown.fail(errors.New("right neighbour closed the stream"))
+		return
+	}
 	if err == nil {
 		l.pool.Put(f.b)
 		err = errors.New("unexpected frame from right neighbour")
@@ -391,7 +448,10 @@ func (l *grpcLink) watchRight(cs grpc.ClientStream) {
 }
 
 // shutdown stops everything without waiting; safe from any goroutine,
-// including gRPC handlers.
+// including gRPC handlers. After a failure the links are cut at once so that
+// neighbours fail fast; on Close (err is ErrClosed) the outbound stream is
+// half-closed behind the frames already queued and the neighbours get up to
+// the timeout to finish their last collective.
 func (l *grpcLink) shutdown(err error) {
 	l.mu.Lock()
 	if l.stopped {
@@ -399,14 +459,37 @@ func (l *grpcLink) shutdown(err error) {
 		return
 	}
 	l.stopped = true
+	l.graceful = errors.Is(err, ErrClosed)
+	graceful := l.graceful
 	close(l.stop)
 	l.mu.Unlock()
-	if l.cancel != nil {
+	if !graceful && l.cancel != nil {
 		l.cancel()
 	}
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
+		if graceful && l.srv != nil {
+			// Our handler returns on stop; GracefulStop flushes its status.
+			expired := make(chan struct{})
+			t := time.AfterFunc(l.grace, func() { close(expired) })
+			done := make(chan struct{})
+			go func() { l.srv.GracefulStop(); close(done) }()
+			select {
+			case <-done:
+			case <-expired:
+			}
+			if l.conn != nil {
+				select {
+				case <-l.rightDone: // the right neighbour read our half-close
+				case <-expired:
+				}
+			}
+			t.Stop()
+		}
+		if l.cancel != nil {
+			l.cancel()
+		}
 		if l.srv != nil {
 			l.srv.Stop()
 		}

@@ -113,6 +113,36 @@ func TestAllReduceGRPCProperty(t *testing.T) {
 	}
 }
 
+// Ranks that close right after their last collective, while others are
+// still finishing theirs, do not make anyone fail: Close is graceful.
+func TestGRPCCloseAfterLastCollective(t *testing.T) {
+	checkNoLeak(t)
+	rng := rand.New(rand.NewPCG(15, 16))
+	for iter := 0; iter < 5; iter++ {
+		n := 2 + rng.IntN(4)
+		comms := grpcGroup(t, n, 1, Options{SubChunkBytes: 4096})
+		delays := make([]time.Duration, n)
+		for r := range delays {
+			delays[r] = time.Duration(rng.IntN(20)) * time.Millisecond
+		}
+		in, sum := randInputs(rng, n, 200000)
+		errs := runAll(comms, func(c Communicator) error {
+			time.Sleep(delays[c.Rank()])
+			err := c.AllReduce(context.Background(), in[c.Rank()], Sum)
+			c.Close()
+			return err
+		})
+		for r, err := range errs {
+			if err != nil {
+				t.Fatalf("n=%d rank %d: %v", n, r, err)
+			}
+			if !sameBits(in[r], sum) {
+				t.Fatalf("n=%d rank %d: wrong sum", n, r)
+			}
+		}
+	}
+}
+
 // A rank of another generation is refused at the handshake.
 func TestGRPCGenerationMismatch(t *testing.T) {
 	checkNoLeak(t)

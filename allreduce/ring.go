@@ -330,9 +330,6 @@ func (r *ring) send(ctx context.Context, op string, fb *[]byte, what string) err
 	case <-r.p.outDown:
 		r.p.pool.Put(fb)
 		return r.downErr(op, false)
-	case <-r.p.inDown:
-		r.p.pool.Put(fb)
-		return r.downErr(op, true)
 	case <-r.closed:
 		r.p.pool.Put(fb)
 		return r.closedErr(op)
@@ -341,21 +338,26 @@ func (r *ring) send(ctx context.Context, op string, fb *[]byte, what string) err
 
 // recv returns the next frame from the left neighbour; the caller puts it
 // back into the pool.
+// A link that went down after delivering frames still delivers them: a
+// neighbour that finished and closed is not an error unless more is needed.
 func (r *ring) recv(ctx context.Context, op string, what string) (frame, error) {
-	select {
-	case f := <-r.p.in:
-		r.progress(true)
-		return f, nil
-	case <-ctx.Done():
-		return frame{}, r.ctxErr(op, ctx)
-	case <-r.timer.C:
-		return frame{}, r.timeoutErr(op, true, false, what)
-	case <-r.p.inDown:
-		return frame{}, r.downErr(op, true)
-	case <-r.p.outDown:
-		return frame{}, r.downErr(op, false)
-	case <-r.closed:
-		return frame{}, r.closedErr(op)
+	for {
+		select {
+		case f := <-r.p.in:
+			r.progress(true)
+			return f, nil
+		case <-ctx.Done():
+			return frame{}, r.ctxErr(op, ctx)
+		case <-r.timer.C:
+			return frame{}, r.timeoutErr(op, true, false, what)
+		case <-r.p.inDown:
+			if len(r.p.in) > 0 {
+				continue
+			}
+			return frame{}, r.downErr(op, true)
+		case <-r.closed:
+			return frame{}, r.closedErr(op)
+		}
 	}
 }
 
@@ -421,9 +423,15 @@ func (r *ring) allReduce(ctx context.Context, buf []float32, op Op) error {
 			}
 			out = r.p.out
 		}
+		// Watch a link only while it is needed: a neighbour that has
+		// finished its part may close before this rank is done.
 		var in <-chan frame
+		var inDown, outDown <-chan struct{}
 		if rg < steps {
-			in = r.p.in
+			in, inDown = r.p.in, r.p.inDown
+		}
+		if sg < steps {
+			outDown = r.p.outDown
 		}
 		select {
 		case out <- pending:
@@ -468,9 +476,12 @@ func (r *ring) allReduce(ctx context.Context, buf []float32, op Op) error {
 			return r.ctxErr(name, ctx)
 		case <-r.timer.C:
 			return r.timeoutErr(name, rg < steps, out != nil, fmt.Sprintf("step %d sub-chunk %d of %d steps", rg, rk, steps))
-		case <-r.p.inDown:
+		case <-inDown:
+			if len(r.p.in) > 0 {
+				continue // deliver what arrived before the link went down
+			}
 			return r.downErr(name, true)
-		case <-r.p.outDown:
+		case <-outDown:
 			return r.downErr(name, false)
 		case <-r.closed:
 			return r.closedErr(name)
@@ -490,6 +501,9 @@ func (r *ring) waitViews(ctx context.Context, name string) error {
 		case <-r.timer.C:
 			return r.timeoutErr(name, false, true, "waiting for the last frames to be written")
 		case <-r.p.outDown:
+			if r.views.n.Load() == 0 {
+				return nil
+			}
 			return r.downErr(name, false)
 		case <-r.closed:
 			return r.closedErr(name)

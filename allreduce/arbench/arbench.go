@@ -196,7 +196,11 @@ func Main(ctx context.Context, args []string, rankCmd []string, stdout, stderr i
 			res.RawTCPGiBs, 100*res.BusBW/res.RawTCPGiBs)
 	}
 	if res.CPUPerGiB > 0 {
-		fmt.Fprintf(stdout, "cpu: %.2f core-s per GiB all-reduced (all ranks); raw TCP %.2f core-s per GiB streamed\n", res.CPUPerGiB, res.RawTCPCPUPerGiB)
+		fmt.Fprintf(stdout, "cpu: %.2f core-s per GiB all-reduced (all ranks, incl. start-up)", res.CPUPerGiB)
+		if res.RawTCPCPUPerGiB > 0 {
+			fmt.Fprintf(stdout, "; raw TCP %.2f core-s per GiB streamed", res.RawTCPCPUPerGiB)
+		}
+		fmt.Fprintln(stdout)
 	}
 	return nil
 }
