@@ -11,7 +11,8 @@ time of --reps calls after a warm-up; the table reports, per library, the best a
 over rounds, and the ratios of ours to the others (best/best and median/median).
 OpenBLAS is forced to its SkylakeX kernels (OPENBLAS_CORETYPE=SkylakeX): it mis-detects this
 CPU otherwise. Ours runs as a subprocess: nn/kernels/internal/gemmbench (built once with
-`go build`), or `--ringtrain BIN` to use `BIN bench gemm` instead.
+`go build`, or a prebuilt one with --gemmbench BIN), or `--ringtrain BIN` to use
+`BIN bench gemm` instead.
 """
 import argparse
 import os
@@ -30,6 +31,7 @@ def parse_args():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--ringtrain", default="", help="ringtrain binary to run `bench gemm` with (default: build gemmbench)")
+    p.add_argument("--gemmbench", default="", help="prebuilt nn/kernels/internal/gemmbench binary (default: go build it)")
     p.add_argument("--kernels", default="", help="our kernel path (generic|avx2|avx512), default best")
     return p.parse_args()
 
@@ -113,8 +115,10 @@ def build_ours(args):
     if args.ringtrain:
         return lambda n: [args.ringtrain, "bench", "gemm", "--n", str(n), "--threads", str(args.threads),
                           "--reps", str(args.reps)] + extra
-    exe = os.path.join(tempfile.mkdtemp(prefix="gemmbench"), "gemmbench")
-    subprocess.run(["go", "build", "-o", exe, "./nn/kernels/internal/gemmbench"], check=True)
+    exe = args.gemmbench
+    if not exe:
+        exe = os.path.join(tempfile.mkdtemp(prefix="gemmbench"), "gemmbench")
+        subprocess.run(["go", "build", "-o", exe, "./nn/kernels/internal/gemmbench"], check=True)
     path = ["-path", args.kernels] if args.kernels else []
     return lambda n: [exe, "-n", str(n), "-threads", str(args.threads), "-reps", str(args.reps)] + path
 
