@@ -303,6 +303,7 @@ func (c *Coordinator) runSession(ctx context.Context, sess *concurrency.Session)
 var (
 	errNotLeader = errors.New("no longer the leader")
 	errJobGone   = errors.New("job spec deleted")
+	errConflict  = errors.New("job changed between read and write")
 )
 
 // jobLoop campaigns for the job's leadership and leads while elected.
@@ -386,9 +387,20 @@ func (c *Coordinator) lead(ctx context.Context, job string, e *concurrency.Elect
 		case <-tick.C:
 		}
 		out, err := c.reconcile(ctx, job, e)
-		if err == nil {
+		switch {
+		case err == nil:
+			if out.wroteRev == 0 {
+				out.wroteRev = last.wroteRev
+			}
 			last = out
-		} else {
+		case errors.Is(err, errConflict):
+			// Stop or another writer changed the job between our read and
+			// write: read again soon, nothing is wrong.
+			if !armed {
+				settle.Reset(c.cfg.Settle)
+				armed = true
+			}
+		default:
 			if errors.Is(err, errNotLeader) || errors.Is(err, errJobGone) {
 				return err
 			}
@@ -429,9 +441,9 @@ type jobView struct {
 	status    JobStatus
 	ring      Ring
 	ringRev   int64 // mod revision of the ring key, 0 if absent
+	statusRev int64 // mod revision of the status key, 0 if absent
 	state     *JobState
 	members   []Member
-	statusRaw []byte
 }
 
 func (c *Coordinator) readJob(ctx context.Context, job string) (jobView, error) {
@@ -454,7 +466,7 @@ func (c *Coordinator) readJob(ctx context.Context, job string) (jobView, error) 
 			if v.status, err = decodeJSON[JobStatus]("job status", key, kv.Value); err != nil {
 				return v, err
 			}
-			v.statusRaw = kv.Value
+			v.statusRev = kv.ModRevision
 		case key == RingKey(job):
 			if v.ring, err = decodeJSON[Ring]("ring", key, kv.Value); err != nil {
 				return v, err
@@ -481,7 +493,9 @@ func (c *Coordinator) readJob(ctx context.Context, job string) (jobView, error) 
 }
 
 // reconcile makes etcd's ring and status agree with the live members, as
-// NextRing decides, fenced by this coordinator's leadership.
+// NextRing decides. The write is fenced by this coordinator's leadership and
+// by the ring and status revisions it read, so a concurrent Stop is never
+// overwritten (errConflict: read again).
 func (c *Coordinator) reconcile(ctx context.Context, job string, e *concurrency.Election) (reconcileOutcome, error) {
 	var out reconcileOutcome
 	v, err := c.readJob(ctx, job)
@@ -571,6 +585,7 @@ func (c *Coordinator) reconcile(ctx context.Context, job string, e *concurrency.
 	resp, err := c.cli.Txn(ctx).If(
 		clientv3.Compare(clientv3.CreateRevision(e.Key()), "=", e.Rev()),
 		clientv3.Compare(clientv3.ModRevision(RingKey(job)), "=", v.ringRev),
+		clientv3.Compare(clientv3.ModRevision(StatusKey(job)), "=", v.statusRev),
 	).Then(ops...).Commit()
 	if err != nil {
 		return out, fmt.Errorf("write ring/status of job %s to etcd %v: %w", job, c.cli.Endpoints(), err)
@@ -583,7 +598,7 @@ func (c *Coordinator) reconcile(ctx context.Context, job string, e *concurrency.
 		if len(lr.Kvs) == 0 || lr.Kvs[0].CreateRevision != e.Rev() {
 			return out, errNotLeader
 		}
-		return out, fmt.Errorf("ring of job %s changed under us (rev %d), retrying", job, v.ringRev)
+		return out, fmt.Errorf("reconcile job %s: %w", job, errConflict)
 	}
 	if d.Changed {
 		c.m.ringChanges.WithLabelValues(job).Inc()
