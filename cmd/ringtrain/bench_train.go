@@ -4,7 +4,9 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -23,6 +25,7 @@ func benchTrain(args []string) error {
 	threads := fs.Int("threads", runtime.GOMAXPROCS(0), "compute threads")
 	seconds := fs.Float64("seconds", 6, "minimum measuring time")
 	minSteps := fs.Int("min-steps", 2, "minimum measured steps")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured steps to this file")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -69,6 +72,17 @@ func benchTrain(args []string) error {
 	}
 	if err := step(); err != nil { // warm-up: buffers allocated here
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	n, start := 0, time.Now()
 	for time.Since(start).Seconds() < *seconds || n < *minSteps {
