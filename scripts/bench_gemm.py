@@ -8,7 +8,8 @@ Run from the repository root with the system python (Debian python3-numpy, pytho
 The three libraries are measured in interleaved rounds (ours, OpenBLAS, torch, ours, ...) so
 that the noise of a shared machine hits all of them alike. Each measurement is the best wall
 time of --reps calls after a warm-up; the table reports, per library, the best and the median
-over rounds, and the ratios of ours to the others (best/best and median/median).
+over rounds, and the ratios of ours to the others (best/best and median/median). A second
+table divides the FLOPs by process CPU time (× threads), which a loaded machine disturbs less.
 OpenBLAS is forced to its SkylakeX kernels (OPENBLAS_CORETYPE=SkylakeX): it mis-detects this
 CPU otherwise. Ours runs as a subprocess: nn/kernels/internal/gemmbench (built once with
 `go build`, or a prebuilt one with --gemmbench BIN), or `--ringtrain BIN` to use
@@ -56,16 +57,21 @@ def main():
         if not m:
             raise RuntimeError(f"unparseable output of {cmd}: {out!r}")
         bench_ours.path = m.group(3)
-        return float(m.group(4))
+        cpu = re.search(r"cpu_gflops=([\d.]+)", out)
+        return float(m.group(4)), float(cpu.group(1)) if cpu else float("nan")
 
     def timed(f, n):
+        """(best wall GFLOP/s, GFLOP per CPU-second × threads) over reps calls."""
         f()
         best = float("inf")
+        c0 = time.process_time()
         for _ in range(args.reps):
             t = time.perf_counter()
             f()
             best = min(best, time.perf_counter() - t)
-        return 2 * n ** 3 / best / 1e9
+        cpu = time.process_time() - c0
+        flops = 2 * n ** 3
+        return flops / best / 1e9, flops * args.reps / cpu / 1e9 * args.threads
 
     def bench_numpy(n):
         rng = np.random.default_rng(n)
@@ -81,16 +87,18 @@ def main():
 
     libs = [("ours", bench_ours), ("openblas", bench_numpy), ("torch", bench_torch)]
     results = {(lib, n): [] for lib, _ in libs for n in sizes}
+    cpu_results = {(lib, n): [] for lib, _ in libs for n in sizes}
     total = len(sizes) * args.rounds * len(libs)
     done, start = 0, time.time()
     for n in sizes:
         for r in range(args.rounds):
             for lib, f in libs:
-                g = f(n)
+                g, c = f(n)
                 results[(lib, n)].append(g)
+                cpu_results[(lib, n)].append(c)
                 done += 1
                 el = time.time() - start
-                print(f"[{done}/{total}] n={n} round={r + 1} {lib}: {g:.1f} GFLOP/s  "
+                print(f"[{done}/{total}] n={n} round={r + 1} {lib}: {g:.1f} GFLOP/s (cpu {c:.1f})  "
                       f"(eta {el / done * (total - done):.0f}s)", file=sys.stderr, flush=True)
 
     try:
@@ -108,6 +116,16 @@ def main():
         print(f"| {n} | {best['ours']:.1f} | {best['openblas']:.1f} | {best['torch']:.1f} | "
               f"{best['ours'] / best['openblas']:.2f} | {best['ours'] / best['torch']:.2f} | "
               f"{med['ours']:.1f} | {med['openblas']:.1f} | {med['torch']:.1f} | {med['ours'] / med['openblas']:.2f} |")
+    print()
+    print("GFLOP per CPU-second × threads (median over rounds; robust to a busy machine, but OpenBLAS")
+    print("and OpenMP threads spin while waiting, which this charges them for):")
+    print()
+    print("| n | ours | OpenBLAS | torch | ours/OpenBLAS | ours/torch |")
+    print("|---|---|---|---|---|---|")
+    for n in sizes:
+        cm = {lib: statistics.median(cpu_results[(lib, n)]) for lib, _ in libs}
+        print(f"| {n} | {cm['ours']:.1f} | {cm['openblas']:.1f} | {cm['torch']:.1f} | "
+              f"{cm['ours'] / cm['openblas']:.2f} | {cm['ours'] / cm['torch']:.2f} |")
 
 
 def build_ours(args):
