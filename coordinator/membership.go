@@ -97,16 +97,18 @@ func NextRing(in RingInput) RingDecision {
 
 	var d RingDecision
 	survivors := make([]Member, 0, len(in.Current.Members))
+	isSurvivor := make(map[string]bool, len(in.Current.Members))
 	for _, m := range in.Current.Members {
 		if lm, ok := byID[m.ID]; ok && lm.Incarnation == m.Incarnation {
 			survivors = append(survivors, lm)
+			isSurvivor[m.ID] = true
 		} else {
 			d.Left = append(d.Left, m.ID)
 		}
 	}
 	var joiners []Member
 	for _, m := range live {
-		if !slices.ContainsFunc(survivors, func(s Member) bool { return s.ID == m.ID }) {
+		if !isSurvivor[m.ID] {
 			joiners = append(joiners, m)
 		}
 	}
@@ -122,14 +124,18 @@ func NextRing(in RingInput) RingDecision {
 	}
 	if in.MaxWorld > 0 && len(next) > in.MaxWorld {
 		for _, m := range next[in.MaxWorld:] {
-			if slices.ContainsFunc(survivors, func(s Member) bool { return s.ID == m.ID }) {
+			if isSurvivor[m.ID] {
 				d.Left = append(d.Left, m.ID)
 			}
 		}
 		next = next[:in.MaxWorld]
 	}
+	inNext := make(map[string]bool, len(next))
+	for _, m := range next {
+		inNext[m.ID] = true
+	}
 	for _, m := range joiners {
-		if slices.ContainsFunc(next, func(n Member) bool { return n.ID == m.ID }) {
+		if inNext[m.ID] {
 			d.Joined = append(d.Joined, m.ID)
 		} else {
 			d.Pending = append(d.Pending, m.ID)
