@@ -324,21 +324,22 @@ func BenchmarkSgemmSquare(b *testing.B) {
 // divides by process CPU time, which is robust to a busy machine.
 func BenchmarkMicroKernel(b *testing.B) {
 	for _, kern := range supportedKernels() {
-		b.Run("path="+kern.name, func(b *testing.B) {
-			const k = 256
-			rng := rand.New(rand.NewPCG(1, 1))
-			ap, bp := randSlice(rng, kern.mr*k), randSlice(rng, kern.nr*k)
-			c := make([]float32, kern.mr*kern.nr)
-			b.ReportAllocs()
-			cpu0 := processCPUTime()
-			for b.Loop() {
-				kern.fn(k, &ap[0], &bp[0], &c[0], kern.nr, 1, 1)
-			}
-			flops := 2 * float64(kern.mr*kern.nr*k) * float64(b.N)
-			b.ReportMetric(flops/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-			if cpu := processCPUTime() - cpu0; cpu > 0 {
-				b.ReportMetric(flops/cpu.Seconds()/1e9, "cpu-GFLOP/s")
-			}
-		})
+		for _, k := range []int{256, 512} {
+			b.Run(fmt.Sprintf("path=%s/k=%d", kern.name, k), func(b *testing.B) {
+				rng := rand.New(rand.NewPCG(1, 1))
+				ap, bp := randSlice(rng, kern.mr*k), randSlice(rng, kern.nr*k)
+				c := make([]float32, kern.mr*kern.nr)
+				b.ReportAllocs()
+				cpu0 := processCPUTime()
+				for b.Loop() {
+					kern.fn(k, &ap[0], &bp[0], &c[0], kern.nr, 1, 1)
+				}
+				flops := 2 * float64(kern.mr*kern.nr*k) * float64(b.N)
+				b.ReportMetric(flops/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				if cpu := processCPUTime() - cpu0; cpu > 0 {
+					b.ReportMetric(flops/cpu.Seconds()/1e9, "cpu-GFLOP/s")
+				}
+			})
+		}
 	}
 }
