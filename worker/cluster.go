@@ -198,6 +198,12 @@ type clusterWorker struct {
 	stop  context.CancelFunc
 	phase chan coordinator.Phase
 	slog  *os.File
+	ckpt  *checkpointer // nil without a checkpoint policy
+	// stopWriter ends the background state writer and waits for it.
+	stopWriter func()
+	writerDone chan struct{}
+	// lastAcc is the newest evaluation accuracy (-1 before any).
+	lastAcc float64
 }
 
 func newClusterWorker(ctx context.Context, cfg ClusterConfig, spec coordinator.JobSpec, cli *clientv3.Client, pub coordinator.Publisher, log *slog.Logger) (*clusterWorker, error) {
@@ -224,8 +230,13 @@ func newClusterWorker(ctx context.Context, cfg ClusterConfig, spec coordinator.J
 		pool.Close()
 		return nil, err
 	}
+	ckpt, err := newCheckpointer(ctx, spec, cfg.S3, log)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
 	w := &clusterWorker{cfg: cfg, spec: spec, cli: cli, pub: pub, log: log, pool: pool, rep: rep, eval: eval,
-		state: make(chan coordinator.JobState, 1), phase: make(chan coordinator.Phase, 1)}
+		state: make(chan coordinator.JobState, 1), phase: make(chan coordinator.Phase, 1), ckpt: ckpt, lastAcc: -1}
 	if cfg.SampleLog != "" {
 		f, err := os.OpenFile(cfg.SampleLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
@@ -239,9 +250,12 @@ func newClusterWorker(ctx context.Context, cfg ClusterConfig, spec coordinator.J
 		}
 	}
 	bg, stop := context.WithCancel(context.Background())
+	wctx, stopWriter := context.WithCancel(bg)
 	w.stop = stop
+	w.writerDone = make(chan struct{})
+	w.stopWriter = func() { stopWriter(); <-w.writerDone }
 	w.wg.Add(2)
-	go func() { defer w.wg.Done(); w.writeState(bg) }()
+	go func() { defer w.wg.Done(); defer close(w.writerDone); w.writeState(wctx) }()
 	go func() { defer w.wg.Done(); w.watchStatus(bg) }()
 	total, _ := model.NumParams()
 	log.Info("worker ready", "net", spec.Net, "params", total, "train", train.Len(), "global_batch", spec.GlobalBatchSize,
@@ -314,6 +328,9 @@ func (r *registration) close() {
 }
 
 func (w *clusterWorker) close() {
+	if w.ckpt != nil {
+		w.ckpt.wait()
+	}
 	if w.stop != nil {
 		w.stop()
 	}
@@ -326,6 +343,18 @@ func (w *clusterWorker) close() {
 
 // run trains ring generation after ring generation.
 func (w *clusterWorker) run(ctx context.Context, reg *registration) error {
+	// A job that restarts after every worker died resumes from its newest
+	// good checkpoint; when survivors exist, Sync replaces this state with
+	// theirs anyway.
+	if w.ckpt != nil {
+		ok, err := w.ckpt.restore(ctx, w.rep)
+		if err != nil {
+			return fmt.Errorf("resume from checkpoint: %w", err)
+		}
+		if ok {
+			w.log.Info("resumed from checkpoint", "step", w.rep.Step, "epoch", w.rep.Pos.Epoch, "store", w.ckpt.store)
+		}
+	}
 	var latest coordinator.Ring
 	var tried uint64 // newest generation we trained in (or failed to)
 	for {
@@ -451,6 +480,13 @@ func (w *clusterWorker) trainGeneration(ctx context.Context, ring coordinator.Ri
 				return err
 			}
 		}
+		if w.ckpt != nil && rank == 0 && w.ckpt.due(w.rep, st.EpochDone) {
+			metrics := map[string]float64{"loss": float64(st.Loss)}
+			if st.EpochDone && w.lastAcc >= 0 {
+				metrics["val_acc"] = w.lastAcc
+			}
+			w.ckpt.save(w.rep, w.rep.Data.Classes(), metrics)
+		}
 	}
 }
 
@@ -471,6 +507,7 @@ func (w *clusterWorker) endEpoch(ctx context.Context, comm allreduce.Communicato
 			return err
 		}
 		log.Info("evaluation", "epoch", epoch, "step", w.rep.Step, "accuracy", acc)
+		w.lastAcc = acc
 		if comm.Rank() == 0 {
 			w.pub.Publish(ctx, coordinator.Event{Job: w.spec.Name, Type: coordinator.EventEvaluation, Time: time.Now(), Step: int64(w.rep.Step), Epoch: epoch,
 				Source: w.cfg.ID, Metrics: map[string]float64{"accuracy": acc}})
@@ -488,7 +525,21 @@ func (w *clusterWorker) finish(ctx context.Context, comm allreduce.Communicator,
 		return fmt.Errorf("%w: %v", errDiverged, err)
 	}
 	if comm.Rank() == 0 {
-		w.reportState(comm.Generation(), true)
+		if w.ckpt != nil {
+			if err := w.ckpt.wait(); err != nil {
+				return fmt.Errorf("final checkpoint: %w", err)
+			}
+		}
+		// Written here, not by the background writer (stopped first, so no
+		// older state can overwrite it), so that "done" is in etcd before
+		// any worker exits.
+		w.stopWriter()
+		sampler, _ := json.Marshal(w.rep.Pos)
+		b, _ := json.Marshal(coordinator.JobState{Generation: comm.Generation(), Step: int64(w.rep.Step), Epoch: w.rep.Pos.Epoch,
+			Done: true, Sampler: sampler, Updated: time.Now()})
+		if _, err := w.cli.Put(ctx, coordinator.StateKey(w.spec.Name), string(b)); err != nil {
+			return fmt.Errorf("record the finished job in etcd: %w", err)
+		}
 	}
 	_ = comm.Barrier(ctx)
 	log.Info("training finished", "step", w.rep.Step, "epochs", w.spec.Epochs)

@@ -15,6 +15,10 @@ func runBench(args []string) error {
 		return benchTrain(args[1:])
 	case "gemm":
 		return benchGemm(args[1:])
+	case "allreduce":
+		return benchAllreduce(args[1:])
+	case "allreduce-rank": // a child process of bench allreduce
+		return benchAllreduceRank(args[1:])
 	}
 	fmt.Fprintf(os.Stderr, "bench %s: not available in this build\n", args[0])
 	return fmt.Errorf("bench: unknown benchmark %q", args[0])

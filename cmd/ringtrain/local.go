@@ -20,6 +20,7 @@ import (
 	"github.com/ringtrain/ringtrain/coordinator"
 	"github.com/ringtrain/ringtrain/internal/embedded"
 	"github.com/ringtrain/ringtrain/internal/progress"
+	"github.com/ringtrain/ringtrain/internal/s3server"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -72,6 +73,14 @@ func runLocal(args []string) error {
 		return err
 	}
 	defer ns.Close()
+	s3, err := s3server.Start(ctx, filepath.Join(stateDir, "s3"))
+	if err != nil {
+		return err
+	}
+	defer s3.Close()
+	if err := s3.CreateBucket("ringtrain"); err != nil {
+		return err
+	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: etcd.Endpoints(), DialTimeout: 5 * time.Second})
 	if err != nil {
 		return fmt.Errorf("connect embedded etcd %s: %w", etcd.ClientURL(), err)
@@ -106,10 +115,11 @@ func runLocal(args []string) error {
 		Dataset: coordinator.DatasetSpec{URI: "builtin:" + *data, Layout: coordinator.LayoutIDX},
 		Classes: 10, Input: coordinator.InputSpec{Channels: 1, Height: 28, Width: 28},
 		GlobalBatchSize: *batch, Epochs: *epochs, Seed: *seed,
-		Optimizer: coordinator.OptimizerSpec{Name: "sgd", LR: *lr, Momentum: *momentum},
-		Schedule:  coordinator.ScheduleSpec{Name: *schedule},
-		Eval:      coordinator.EvalSpec{URI: "builtin:" + *data + "/test", Layout: coordinator.LayoutIDX, EveryEpochs: 1},
-		World:     coordinator.WorldSpec{Min: 1},
+		Optimizer:  coordinator.OptimizerSpec{Name: "sgd", LR: *lr, Momentum: *momentum},
+		Schedule:   coordinator.ScheduleSpec{Name: *schedule},
+		Eval:       coordinator.EvalSpec{URI: "builtin:" + *data + "/test", Layout: coordinator.LayoutIDX, EveryEpochs: 1},
+		World:      coordinator.WorldSpec{Min: 1},
+		Checkpoint: coordinator.CheckpointSpec{URI: "s3://ringtrain/checkpoints", EveryEpochs: 1, Keep: 3},
 	}
 	specJSON, _ := json.Marshal(spec)
 
@@ -131,8 +141,8 @@ func runLocal(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "local cluster: etcd %s, NATS %s, coordinator %s, %d workers × %d threads, logs in %s\n",
-		etcd.ClientURL(), ns.ClientURL(), lis.Addr(), *workers, *threads, stateDir)
+	fmt.Fprintf(os.Stderr, "local cluster: etcd %s, NATS %s, S3 %s, coordinator %s, %d workers × %d threads, logs in %s\n",
+		etcd.ClientURL(), ns.ClientURL(), s3.Endpoint, lis.Addr(), *workers, *threads, stateDir)
 	var procs []*exec.Cmd
 	exited := make(chan error, *workers)
 	for i := 0; i < *workers; i++ {
@@ -142,7 +152,8 @@ func runLocal(args []string) error {
 		}
 		defer logf.Close()
 		cmd := exec.CommandContext(ctx, exe, "worker", "--job", *job, "--id", fmt.Sprintf("worker-%d", i),
-			"--etcd", etcd.ClientURL(), "--nats", ns.ClientURL(), "--threads", fmt.Sprint(*threads), "--lease-ttl", "3s")
+			"--etcd", etcd.ClientURL(), "--nats", ns.ClientURL(), "--threads", fmt.Sprint(*threads), "--lease-ttl", "3s",
+			"--s3-endpoint", s3.Endpoint, "--s3-access-key", s3.AccessKey, "--s3-secret-key", s3.SecretKey, "--s3-unsigned-payload")
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("start worker %d: %w", i, err)

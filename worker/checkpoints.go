@@ -1,0 +1,129 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/ringtrain/ringtrain/checkpoint"
+	"github.com/ringtrain/ringtrain/coordinator"
+	"github.com/ringtrain/ringtrain/dataset"
+	"github.com/ringtrain/ringtrain/modelio"
+	"github.com/ringtrain/ringtrain/objstore"
+)
+
+// checkpointer writes the job's checkpoints from rank 0 in the background
+// (one save at a time, from a snapshot, so training goes on) and restores
+// the newest good one when a job restarts with no survivor.
+type checkpointer struct {
+	store *checkpoint.Store
+	spec  coordinator.JobSpec
+	log   *slog.Logger
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	err   error // of the last background save
+}
+
+func newCheckpointer(ctx context.Context, spec coordinator.JobSpec, s3 objstore.S3Config, log *slog.Logger) (*checkpointer, error) {
+	if spec.Checkpoint.URI == "" {
+		return nil, nil
+	}
+	objs, prefix, err := objstore.Open(ctx, spec.Checkpoint.URI, s3)
+	if err != nil {
+		return nil, fmt.Errorf("spec.checkpoint.uri %q: %w", spec.Checkpoint.URI, err)
+	}
+	st, err := checkpoint.NewStore(objs, checkpoint.StoreConfig{Prefix: prefix, Run: spec.Name, KeepLast: spec.Checkpoint.Keep,
+		BestMetric: "val_acc", Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return &checkpointer{store: st, spec: spec, log: log}, nil
+}
+
+// due reports whether the policy asks for a checkpoint after the step that
+// just completed.
+func (c *checkpointer) due(rep *Replica, epochDone bool) bool {
+	p := c.spec.Checkpoint
+	return p.EverySteps > 0 && rep.Step%p.EverySteps == 0 ||
+		epochDone && p.EveryEpochs > 0 && rep.Pos.Epoch%p.EveryEpochs == 0 ||
+		rep.Pos.Epoch >= c.spec.Epochs
+}
+
+// save snapshots the replica and writes it in the background; it first
+// waits for the previous save so saves never overlap.
+func (c *checkpointer) save(rep *Replica, classNames []string, metrics map[string]float64) {
+	c.wg.Wait()
+	weights := cloneTensors(modelio.Tensors(rep.Model))
+	opt := cloneTensors(modelio.OptimizerTensors(rep.Model, rep.Opt))
+	m := checkpoint.Manifest{
+		Net: c.spec.Net, Classes: c.spec.Classes, ClassNames: classNames,
+		NetConfig: map[string]any{"in_channels": c.spec.Input.Channels, "input_size": c.spec.Input.Height},
+		Step:      int64(rep.Step), Epoch: rep.Pos.Epoch, Optimizer: c.spec.Optimizer.Name, Metrics: metrics,
+		Sampler: checkpoint.SamplerState{Seed: rep.Pos.Seed, Epoch: rep.Pos.Epoch, Done: int64(rep.Pos.Done)},
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		_, err := c.store.Save(context.Background(), m, weights, opt)
+		if err != nil {
+			c.log.Error("checkpoint save failed", "step", m.Step, "err", err)
+		}
+		c.mu.Lock()
+		c.err = err
+		c.mu.Unlock()
+	}()
+}
+
+// wait blocks until the save in flight is written and returns its error.
+func (c *checkpointer) wait() error {
+	c.wg.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// restore loads the newest good checkpoint into rep. It reports false
+// (and no error) when there is none. Corrupt or partial checkpoints are
+// reported and skipped.
+func (c *checkpointer) restore(ctx context.Context, rep *Replica) (bool, error) {
+	ck, skipped, err := c.store.Latest(ctx)
+	for _, s := range skipped {
+		c.log.Warn("skipped checkpoint", "step", s.Step, "err", s.Err)
+	}
+	if errors.Is(err, checkpoint.ErrNoCheckpoint) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, loadCheckpoint(rep, ck)
+}
+
+// loadCheckpoint puts a checkpoint's state into rep.
+func loadCheckpoint(rep *Replica, ck *checkpoint.Checkpoint) error {
+	m := ck.Manifest
+	if _, err := modelio.LoadWeights(rep.Model, ck.Weights, true); err != nil {
+		return fmt.Errorf("checkpoint step %d: %w", m.Step, err)
+	}
+	if err := modelio.LoadOptimizer(rep.Model, rep.Opt, ck.Optim); err != nil {
+		return fmt.Errorf("checkpoint step %d: %w", m.Step, err)
+	}
+	pos := dataset.SamplerState{Seed: m.Sampler.Seed, Epoch: m.Sampler.Epoch, Done: int(m.Sampler.Done)}
+	if err := rep.Sampler.CheckState(pos); err != nil {
+		return fmt.Errorf("checkpoint step %d: %w", m.Step, err)
+	}
+	rep.Step, rep.Pos = int(m.Step), pos
+	rep.Opt.SetSteps(int(m.Step))
+	return nil
+}
+
+func cloneTensors(ts []checkpoint.Tensor) []checkpoint.Tensor {
+	out := make([]checkpoint.Tensor, len(ts))
+	for i, t := range ts {
+		t.Data = append([]float32(nil), t.Data...)
+		out[i] = t
+	}
+	return out
+}
