@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# compose_test.sh: the docker compose local cluster, tested for real.
+#
+# Builds the offline images (deploy/compose/offline/build.sh: static binaries
+# FROM scratch, nothing pulled), brings the cluster up with 3 workers and
+# then, while LeNet trains on MNIST:
+#   1. docker kill a worker           -> the run goes on;
+#   2. docker network disconnect one  -> it is evicted within the lease TTL,
+#      the rest go on; reconnected, it rejoins or exits cleanly;
+#   3. docker kill the leading coordinator -> the standby leads;
+# and checks the final test accuracy (>= RINGTRAIN_COMPOSE_MIN_ACC), exact-once
+# sample accounting per epoch over every worker's sample log, clean exits of
+# the surviving workers, and that `down -v` leaves no containers, networks or
+# volumes behind. Exits 0 with "skipped: no docker" without a Docker engine.
+#
+# Environment: COMPOSE (default: `docker compose` if present, else
+# docker-compose), RINGTRAIN_COMPOSE_EPOCHS (1), RINGTRAIN_COMPOSE_IMPORT_LIMIT
+# (2000 samples per split into S3; 0 = all 70000), RINGTRAIN_COMPOSE_MIN_ACC
+# (0.97), RINGTRAIN_COMPOSE_KEEP=1 keeps the cluster up on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+dir="$root/deploy/compose"
+bin="$dir/.bin"
+
+if ! docker info >/dev/null 2>&1; then
+	echo "compose_test: skipped: no docker (docker info failed)"
+	exit 0
+fi
+if [ -z "${COMPOSE:-}" ]; then
+	if docker compose version >/dev/null 2>&1; then
+		COMPOSE="docker compose"
+	elif command -v docker-compose >/dev/null; then
+		COMPOSE="docker-compose"
+	else
+		echo "compose_test: skipped: no docker compose / docker-compose"
+		exit 0
+	fi
+fi
+
+EPOCHS=${RINGTRAIN_COMPOSE_EPOCHS:-1}
+MIN_ACC=${RINGTRAIN_COMPOSE_MIN_ACC:-0.97}
+export RINGTRAIN_COMPOSE_IMPORT_LIMIT=${RINGTRAIN_COMPOSE_IMPORT_LIMIT:-2000}
+JOB=mnist
+N=60000
+STEPS=$((EPOCHS * N / 96)) # global batch 96 divides 60000
+P="rtct$$"
+t0=$(date +%s)
+tmp="$(mktemp -d)"
+export RINGTRAIN_COMPOSE_JOB="$tmp/job.yaml"
+sed "s/^epochs: .*/epochs: $EPOCHS/" "$dir/job.yaml" >"$RINGTRAIN_COMPOSE_JOB"
+
+log() { printf '[compose_test %s +%4ds] %s\n' "$(date -u +%H:%M:%S)" $(($(date +%s) - t0)) "$*" >&2; }
+fail() {
+	log "FAIL: $*"
+	exit 1
+}
+dc() { $COMPOSE -p "$P" -f "$dir/docker-compose.yml" -f "$dir/docker-compose.offline.yml" -f "$dir/docker-compose.test.yml" "$@"; }
+cleanup() {
+	local rc=$?
+	if [ "$rc" -ne 0 ]; then
+		log "logs of the failed run (tail):"
+		dc logs --no-color --tail=40 2>&1 | tail -200 >&2 || true
+		if [ "${RINGTRAIN_COMPOSE_KEEP:-0}" = 1 ]; then
+			log "RINGTRAIN_COMPOSE_KEEP=1: leaving project $P up"
+			exit "$rc"
+		fi
+	fi
+	dc down -v --remove-orphans >/dev/null 2>&1 || true
+	rm -rf "$tmp"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ids CONTAINER...: the containers of a service, by compose labels (the
+# names differ between compose v1 and v2).
+ids() { docker ps -aq --no-trunc --filter "label=com.docker.compose.project=$P" --filter "label=com.docker.compose.service=$1"; }
+running() { docker ps -q --no-trunc --filter "label=com.docker.compose.project=$P" --filter "label=com.docker.compose.service=$1"; }
+ip_of() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$1" | awk '{print $1}'; }
+
+# state prints the job's JSON view (check state) or nothing if etcd does
+# not answer; field FIELD prints one field of it.
+state() { "$bin/check" state -etcd "$ETCD" -job "$JOB" -timeout 3s 2>/dev/null || true; }
+field() { python3 -c 'import json,sys
+try: v=json.load(sys.stdin)
+except Exception: sys.exit(0)
+x=v.get(sys.argv[1])
+print(" ".join(x) if isinstance(x,list) else ("true" if x is True else "false" if x is False else x))' "$1"; }
+step() { state | field step; }
+# wait_for WHAT TIMEOUT CMD...: poll CMD every second.
+wait_for() {
+	local what=$1 timeout=$2 start
+	shift 2
+	start=$(date +%s)
+	until "$@"; do
+		if (($(date +%s) - start > timeout)); then
+			fail "timed out after ${timeout}s waiting for $what"
+		fi
+		sleep 1
+	done
+}
+exited() { [ "$(docker inspect -f '{{.State.Running}}' "$1")" = false ]; }
+ring_size_is() { [ "$(state | field ring | wc -w)" = "$1" ]; }
+not_member() { local m; m=$(state | field members) && [ -n "$(state)" ] && ! grep -qw -- "$1" <<<"$m"; }
+leader_is() { [ "$(state | field leader)" = "$1" ]; }
+job_done() { [ "$(state | field done)" = true ]; }
+step_at_least() { local s; s=$(step); [ -n "$s" ] && [ "$s" -ge "$1" ]; }
+progress_until() { # progress_until STEP TIMEOUT: wait, with a line per 20 s
+	local target=$1 timeout=$2 start last=0 s
+	start=$(date +%s)
+	while :; do
+		s=$(step)
+		[ -n "$s" ] && [ "$s" -ge "$target" ] && return 0
+		if (($(date +%s) - start > timeout)); then
+			fail "timed out after ${timeout}s waiting for step $target (at ${s:-?})"
+		fi
+		if (($(date +%s) - last >= 20)); then
+			last=$(date +%s)
+			log "training: step ${s:-?}/$STEPS; $(state | field members | wc -w) live workers"
+		fi
+		sleep 1
+	done
+}
+
+log "using $COMPOSE ($($COMPOSE version --short 2>/dev/null || $COMPOSE version | head -1)), project $P, $EPOCHS epoch(s) = $STEPS steps"
+"$dir/offline/build.sh"
+log "building images"
+dc build >/dev/null
+tb=$(date +%s)
+log "compose up: etcd, s3 (versitygw), nats, 2 coordinators, 3 workers, import"
+dc up -d --scale worker=3 >"$tmp/up.log" 2>&1 || { tail -30 "$tmp/up.log" >&2; fail "compose up"; }
+ETCD="http://$(ip_of "$(ids etcd)"):2379"
+log "up and healthy in $(($(date +%s) - tb))s; etcd at $ETCD"
+up_s=$(($(date +%s) - tb))
+
+# The import service: MNIST into S3, then submit.
+imp=$(ids import)
+wait_for "the import service to finish" 600 exited "$imp"
+code=$(docker inspect -f '{{.State.ExitCode}}' "$imp")
+[ "$code" = 0 ] || fail "import service exited with $code: $(docker logs "$imp" 2>&1 | tail -5)"
+docker logs "$imp" 2>&1 | grep -E "imported|submitted" | sed 's/^/    /' >&2
+import_s=$(($(date +%s) - tb - up_s))
+log "import + submit done in ${import_s}s"
+ts=$(date +%s)
+
+workers=($(running worker))
+[ "${#workers[@]}" = 3 ] || fail "want 3 running workers, have ${#workers[@]}"
+wait_for "a ring of 3 workers" 120 ring_size_is 3
+log "ring of 3 formed: $(state)"
+
+# 1. docker kill a worker mid-run.
+progress_until $((STEPS / 6)) 600
+victim=${workers[2]}
+k_step=$(step)
+docker kill "$victim" >/dev/null
+k_at=$(date +%s.%N)
+progress_until $((k_step + 2)) 120
+kill_recovery=$(python3 -c "import time; print(round(time.time()-$k_at, 1))")
+log "1. killed worker ${victim:0:12} at step $k_step; training passed step $((k_step + 2)) ${kill_recovery}s later"
+
+# 2. partition a worker: disconnect it from the compose network.
+progress_until $((STEPS * 2 / 6)) 600
+part=${workers[1]}
+part_id="${part:0:12}-1"
+net=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$part" | awk '{print $1}')
+state | field members | grep -qw "$part_id" || fail "member $part_id of container ${part:0:12} not registered: $(state)"
+p_step=$(step)
+docker network disconnect "$net" "$part"
+p_at=$(date +%s.%N)
+wait_for "eviction of $part_id" 30 not_member "$part_id"
+evict_s=$(python3 -c "import time; print(round(time.time()-$p_at, 1))")
+progress_until $((p_step + 20)) 180
+log "2. disconnected worker $part_id at step $p_step: evicted after ${evict_s}s (lease TTL 2s); the rest went on to step $(step)"
+docker network connect "$net" "$part"
+r_at=$(date +%s)
+rejoin=""
+while [ -z "$rejoin" ]; do
+	if (($(date +%s) - r_at > 90)); then
+		fail "reconnected worker $part_id neither rejoined nor exited within 90s: $(docker logs "$part" 2>&1 | tail -5)"
+	fi
+	if [ "$(docker inspect -f '{{.State.Running}}' "$part")" = false ]; then
+		code=$(docker inspect -f '{{.State.ExitCode}}' "$part")
+		[ "$code" = 0 ] || fail "reconnected worker exited with $code: $(docker logs "$part" 2>&1 | tail -5)"
+		rejoin="exited cleanly (code 0)"
+	elif state | field ring | grep -qw "$part_id"; then
+		rejoin="rejoined the ring after $(($(date +%s) - r_at))s"
+	else
+		sleep 1
+	fi
+done
+log "   reconnected: it $rejoin; state $(state)"
+
+# 3. docker kill the leading coordinator.
+progress_until $((STEPS * 3 / 6)) 600
+leader=$(state | field leader)
+case "$leader" in
+coordinator-a) standby=coordinator-b ;;
+coordinator-b) standby=coordinator-a ;;
+*) fail "status leader is '$leader'" ;;
+esac
+c_step=$(step)
+docker kill "$(ids "$leader")" >/dev/null
+c_at=$(date +%s.%N)
+wait_for "$standby to lead" 60 leader_is "$standby"
+takeover=$(python3 -c "import time; print(round(time.time()-$c_at, 1))")
+log "3. killed leading $leader at step $c_step: $standby leads after ${takeover}s"
+
+# The run finishes.
+progress_until "$STEPS" 1200
+wait_for "the job to be done" 120 job_done
+train_s=$(($(date +%s) - ts))
+log "training finished in ${train_s}s: $(state)"
+for w in "${workers[0]}" "$part"; do
+	wait_for "worker ${w:0:12} to exit" 120 exited "$w"
+	code=$(docker inspect -f '{{.State.ExitCode}}' "$w")
+	[ "$code" = 0 ] || fail "worker ${w:0:12} exited with $code: $(docker logs "$w" 2>&1 | tail -5)"
+done
+for w in "${workers[@]}"; do
+	if docker logs "$w" 2>&1 | grep -q "replicas diverged"; then fail "worker ${w:0:12} reported diverged replicas"; fi
+done
+
+# Accuracy: the evaluation after the last epoch, from the workers' logs.
+acc=$(for w in "${workers[@]}"; do docker logs "$w" 2>&1; done | grep 'msg=evaluation' | grep " epoch=$EPOCHS " |
+	sed -n 's/.*accuracy=\([0-9.]*\).*/\1/p' | head -1)
+[ -n "$acc" ] || fail "no evaluation after epoch $EPOCHS in the workers' logs"
+python3 -c "import sys; sys.exit(0 if $acc >= $MIN_ACC else 1)" || fail "test accuracy $acc < $MIN_ACC"
+log "test accuracy after $EPOCHS epoch(s): $acc (bar $MIN_ACC)"
+
+# Exact-once accounting over every worker's sample log (the killed one's too).
+samples=$(docker volume ls -q --filter "label=com.docker.compose.project=$P" | grep '_samples$')
+acct=$(docker run --rm --network none -v "$samples:/samples:ro" -v "$bin/check:/check:ro" --entrypoint /check \
+	ringtrain-offline/ringtrain:local accounting -dir /samples -n $N -epochs "$EPOCHS") || fail "sample accounting: $acct"
+log "$acct"
+
+# The bucket holds the imported dataset.
+ls_out=$(docker run --rm --network "$net" -e RINGTRAIN_S3_ACCESS_KEY=ringtrain -e RINGTRAIN_S3_SECRET_KEY=ringtrain-secret \
+	ringtrain-offline/ringtrain:local data ls --s3-endpoint http://s3:9000 s3://ringtrain/mnist 2>&1) || fail "data ls: $ls_out"
+log "s3://ringtrain/mnist: $(echo "$ls_out" | tr '\n' ' ' | cut -c1-200)"
+
+# Teardown leaves nothing behind.
+td=$(date +%s)
+dc down -v --remove-orphans >/dev/null 2>&1
+left="$(docker ps -aq --filter "label=com.docker.compose.project=$P")$(docker network ls -q --filter "label=com.docker.compose.project=$P")$(docker volume ls -q --filter "label=com.docker.compose.project=$P")"
+[ -z "$left" ] || fail "left behind after down -v: $left"
+log "down -v in $(($(date +%s) - td))s: no containers, networks or volumes left"
+log "PASS in $(($(date +%s) - t0))s: up ${up_s}s, import+submit ${import_s}s, training ${train_s}s (kill recovery ${kill_recovery}s, eviction ${evict_s}s, reconnect: $rejoin, coordinator takeover ${takeover}s), accuracy $acc"
