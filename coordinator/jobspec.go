@@ -42,6 +42,8 @@ type DatasetSpec struct {
 	// URI is s3://bucket/prefix, file:///dir or a plain local path.
 	URI    string `json:"uri"`
 	Layout string `json:"layout"`
+	// Preprocess is the pixel mode (unit, caffe, torch, tf); default unit.
+	Preprocess string `json:"preprocess,omitempty"`
 }
 
 // Dataset layouts a spec may name; the dataset package implements them.

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -20,8 +21,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/ringtrain/ringtrain/checkpoint"
 	"github.com/ringtrain/ringtrain/coordinator"
 	"github.com/ringtrain/ringtrain/internal/embedded"
+	"github.com/ringtrain/ringtrain/internal/s3server"
+	"github.com/ringtrain/ringtrain/objstore"
 	"github.com/ringtrain/ringtrain/worker"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -207,6 +211,24 @@ func (c *cluster) events() []coordinator.Event {
 	return append([]coordinator.Event(nil), c.evs...)
 }
 
+// submit sends a spec, retrying while the coordinator is still starting.
+func (c *cluster) submit(cl *coordinator.Client, spec []byte) {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := cl.Submit(ctx, spec)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("submit: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func freeAddr(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -307,11 +329,7 @@ func TestClusterSurvivesKillsAndJoins(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := cl.Submit(ctx, b); err != nil {
-		t.Fatal(err)
-	}
+	c.submit(cl, b)
 	start := time.Now()
 
 	// SIGKILL worker-2 mid-epoch.
@@ -411,4 +429,119 @@ func contains(s []string, x string) bool {
 		}
 	}
 	return false
+}
+
+// Kill every worker mid-run, corrupt the newest checkpoint, start fresh
+// workers: they skip the corrupt checkpoint, resume from the one before,
+// and end with weights bitwise equal to an uninterrupted run.
+func TestResumeAfterAllWorkersDieIsBitwiseExact(t *testing.T) {
+	slow(t)
+	c := newCluster(t, "resume-ref")
+	s3dir := filepath.Join(c.dir, "s3")
+	srv, err := s3server.Start(context.Background(), s3dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if err := srv.CreateBucket("ckpt"); err != nil {
+		t.Fatal(err)
+	}
+	s3args := []string{"--s3-endpoint", srv.Endpoint, "--s3-access-key", srv.AccessKey, "--s3-secret-key", srv.SecretKey, "--s3-unsigned-payload"}
+	grpc := freeAddr(t)
+	c.startCoordinator("coord", grpc)
+	cl, err := coordinator.Dial(grpc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	spec := func(name string) []byte {
+		b, _ := json.Marshal(coordinator.JobSpec{
+			Name: name, Net: "lenet", Dataset: coordinator.DatasetSpec{URI: "builtin:mnist", Layout: "idx"},
+			Classes: 10, Input: coordinator.InputSpec{Channels: 1, Height: 28, Width: 28}, GlobalBatchSize: 128, Epochs: 1, Seed: 9,
+			Optimizer:  coordinator.OptimizerSpec{Name: "sgd", LR: 0.05, Momentum: 0.9},
+			Schedule:   coordinator.ScheduleSpec{Name: "cosine"},
+			Checkpoint: coordinator.CheckpointSpec{URI: "s3://ckpt/runs", EverySteps: 100},
+			World:      coordinator.WorldSpec{Min: 2, Max: 2},
+		})
+		return b
+	}
+	worker := func(job, id string) {
+		c.start(id, append([]string{"worker", "--job", job, "--id", id, "--etcd", c.etcd.ClientURL(), "--threads", "1",
+			"--lease-ttl", "2s", "--collective-timeout", "4s", "--log-level", "info"}, s3args...)...)
+	}
+	submit := func(name string) { c.submit(cl, spec(name)) }
+	// Reference: uninterrupted.
+	worker("resume-ref", "ref-0")
+	worker("resume-ref", "ref-1")
+	submit("resume-ref")
+	c.waitFor("the reference run", 5*time.Minute, func() bool { return c.state("resume-ref").Done })
+
+	// Interrupted: both workers SIGKILLed after the checkpoint at step 200.
+	worker("resume-kill", "a-0")
+	worker("resume-kill", "a-1")
+	submit("resume-kill")
+	c.waitFor("step 230", 5*time.Minute, func() bool { return c.state("resume-kill").Step >= 230 })
+	c.kill("a-0")
+	c.kill("a-1")
+	killedAt := c.state("resume-kill").Step
+	// Flip a byte in the newest checkpoint's weights: it must be skipped.
+	newest := filepath.Join(s3dir, "ckpt", "runs", "resume-kill")
+	dirs, _ := filepath.Glob(filepath.Join(newest, "step-*"))
+	sort.Strings(dirs)
+	if len(dirs) < 2 {
+		t.Fatalf("want ≥ 2 checkpoints of the interrupted run by step %d, have %v", killedAt, dirs)
+	}
+	victim := filepath.Join(dirs[len(dirs)-1], "weights.safetensors")
+	b, err := os.ReadFile(victim)
+	if err != nil {
+		t.Fatalf("corrupting the newest checkpoint: %v", err)
+	}
+	b[len(b)/2] ^= 0x40
+	if err := os.WriteFile(victim, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	worker("resume-kill", "b-0")
+	worker("resume-kill", "b-1")
+	c.waitFor("the resumed run", 5*time.Minute, func() bool { return c.state("resume-kill").Done })
+	if log := c.log("b-0") + c.log("b-1"); !strings.Contains(log, "resumed from checkpoint") || !strings.Contains(log, "skipped checkpoint") {
+		t.Fatalf("resumed workers did not report the skipped checkpoint and the resume:\n%s", log)
+	}
+
+	objs, err := objstore.NewS3(context.Background(), objstore.S3Config{Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey,
+		PathStyle: true, DisableContentSHA256: true}, "ckpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	final := func(run string) *checkpoint.Checkpoint {
+		st, err := checkpoint.NewStore(objs, checkpoint.StoreConfig{Prefix: "runs", Run: run})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ck, _, err := st.Latest(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ck
+	}
+	ref, got := final("resume-ref"), final("resume-kill")
+	if ref.Manifest.Step != got.Manifest.Step {
+		t.Fatalf("final steps differ: %d vs %d", ref.Manifest.Step, got.Manifest.Step)
+	}
+	for i, w := range ref.Weights {
+		g := got.Weights[i]
+		for j := range w.Data {
+			if math.Float32bits(w.Data[j]) != math.Float32bits(g.Data[j]) {
+				t.Fatalf("%s[%d]: uninterrupted %v, resumed %v", w.Name, j, w.Data[j], g.Data[j])
+			}
+		}
+	}
+	for i, o := range ref.Optim {
+		for j := range o.Data {
+			if math.Float32bits(o.Data[j]) != math.Float32bits(got.Optim[i].Data[j]) {
+				t.Fatalf("optimizer %s[%d] differs", o.Name, j)
+			}
+		}
+	}
+	t.Logf("killed both workers at step %d, corrupted %s, resumed; final step %d weights and momentum bitwise equal to the uninterrupted run",
+		killedAt, filepath.Base(filepath.Dir(victim)), got.Manifest.Step)
 }

@@ -420,6 +420,14 @@ func (w *clusterWorker) trainGeneration(ctx context.Context, ring coordinator.Ri
 		return err
 	}
 	log.Info("ring formed", "step", w.rep.Step, "epoch", w.rep.Pos.Epoch, "state_from_rank", root, "was_at_step", before)
+	if src, ok := w.rep.Data.(*StreamSource); ok {
+		feed, err := src.Open(w.rep.Sampler, w.rep.Pos, len(addrs), rank, true)
+		if err != nil {
+			return err
+		}
+		w.rep.Feed = feed
+		defer func() { feed.Close(); w.rep.Feed = nil }()
+	}
 
 	var imgs int
 	var dataWait, compute, commT time.Duration
@@ -502,7 +510,13 @@ func (w *clusterWorker) endEpoch(ctx context.Context, comm allreduce.Communicato
 	epoch := w.rep.Pos.Epoch // the epoch just finished is epoch-1
 	ev := coordinator.Event{Job: w.spec.Name, Type: coordinator.EventEpoch, Time: time.Now(), Step: int64(w.rep.Step), Epoch: epoch, Source: w.cfg.ID}
 	if w.eval != nil && (w.spec.Eval.EveryEpochs > 0 && epoch%w.spec.Eval.EveryEpochs == 0 || epoch >= w.spec.Epochs) {
-		acc, err := w.rep.Evaluate(ctx, comm, w.eval, 250)
+		var acc float64
+		var err error
+		if s, ok := w.eval.(*StreamSource); ok {
+			acc, err = w.rep.EvaluateStream(ctx, comm, s, 250)
+		} else {
+			acc, err = w.rep.Evaluate(ctx, comm, w.eval, 250)
+		}
 		if err != nil {
 			return err
 		}

@@ -37,6 +37,10 @@ type Replica struct {
 	// OnSamples, when set, sees the global sample indices each completed
 	// step trained on locally (sample accounting in tests and metrics).
 	OnSamples func(epoch int, idx []int32)
+	// Feed, when set, streams this rank's batches (a prefetching loader for
+	// the current ring); otherwise samples are loaded from Data by index.
+	// After a failed step the feed is out of step: replace it.
+	Feed Feed
 	// OnGlobalBatch, when set, sees every completed step's whole global
 	// batch (all ranks' samples): exact-once accounting across failures.
 	OnGlobalBatch func(step, epoch int, idx []int32)
@@ -95,25 +99,39 @@ func (r *Replica) localIndices(world, rank int) []int32 {
 func (r *Replica) TrainStep(ctx context.Context, comm allreduce.Communicator) (StepStats, error) {
 	world, rank := comm.Size(), comm.Rank()
 	idx := r.localIndices(world, rank)
-	n := len(idx)
 	global := min(r.Sampler.GlobalBatch, r.Sampler.EpochLen()-r.Pos.Done)
 	r.snapshotBuffers()
 	m := r.Model
 	m.ZeroGrad()
 	var stats StepStats
-	if n > 0 {
-		sz := m.In.Size()
-		if cap(r.x) < n*sz {
-			r.x = make([]float32, n*sz)
-			r.labels = make([]int32, n)
+	sz := m.In.Size()
+	t0 := time.Now()
+	var x []float32
+	var labels []int32
+	if r.Feed != nil {
+		b, err := r.Feed.Next(ctx)
+		if err != nil {
+			return stats, fmt.Errorf("step %d: next batch: %w", r.Step, err)
 		}
-		x, labels := r.x[:n*sz], r.labels[:n]
-		t0 := time.Now()
+		defer r.Feed.Release(b)
+		if b.State != r.Pos {
+			return stats, fmt.Errorf("step %d: data feed at %+v, replica at %+v", r.Step, b.State, r.Pos)
+		}
+		x, labels, idx = b.X[:b.N*sz], b.Y[:b.N], b.IDs[:b.N]
+	} else if len(idx) > 0 {
+		if cap(r.x) < len(idx)*sz {
+			r.x = make([]float32, len(idx)*sz)
+			r.labels = make([]int32, len(idx))
+		}
+		x, labels = r.x[:len(idx)*sz], r.labels[:len(idx)]
 		if err := r.Data.Load(ctx, idx, x, labels); err != nil {
 			return stats, fmt.Errorf("step %d: loading samples: %w", r.Step, err)
 		}
-		t1 := time.Now()
-		stats.DataWait = t1.Sub(t0)
+	}
+	n := len(labels)
+	t1 := time.Now()
+	stats.DataWait = t1.Sub(t0)
+	if n > 0 {
 		// Dropout randomness is a function of (seed, step, rank) so that a
 		// retried or resumed step draws the same masks.
 		r.pcg.Seed(r.Pos.Seed^0x9e3779b97f4a7c15, uint64(r.Step)<<16|uint64(rank))
@@ -325,4 +343,41 @@ func (r *Replica) Evaluate(ctx context.Context, comm allreduce.Communicator, dat
 		return 0, fmt.Errorf("evaluation all-reduce: %w", err)
 	}
 	return float64(counts[0]) / float64(n), nil
+}
+
+// EvaluateStream computes top-1 accuracy over a streamed dataset, each rank
+// reading its share of every evaluation batch.
+func (r *Replica) EvaluateStream(ctx context.Context, comm allreduce.Communicator, data *StreamSource, batch int) (float64, error) {
+	world, rank := comm.Size(), comm.Rank()
+	s := dataset.Sampler{N: data.Len(), GlobalBatch: batch * world, Last: dataset.Partial}
+	feed, err := data.Open(s, dataset.SamplerState{}, world, rank, false)
+	if err != nil {
+		return 0, fmt.Errorf("evaluation: %w", err)
+	}
+	defer feed.Close()
+	st := nn.State{Train: false, Pool: r.st.Pool}
+	sz := r.Model.In.Size()
+	var correct, seen int
+	for step := 0; step < s.StepsPerEpoch(); step++ {
+		b, err := feed.Next(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("evaluation: %w", err)
+		}
+		if b.N > 0 {
+			xt := tensor.New(tensor.WithShape(append([]int{b.N}, r.Model.In...)...), tensor.WithBacking(b.X[:b.N*sz]))
+			logits, err := r.Model.Forward(&st, xt)
+			if err != nil {
+				feed.Release(b)
+				return 0, err
+			}
+			correct += nn.Correct(logits, b.Y[:b.N])
+			seen += b.N
+		}
+		feed.Release(b)
+	}
+	counts := []float32{float32(correct), float32(seen)}
+	if err := comm.AllReduce(ctx, counts, allreduce.Sum); err != nil {
+		return 0, fmt.Errorf("evaluation all-reduce: %w", err)
+	}
+	return float64(counts[0]) / float64(max(counts[1], 1)), nil
 }

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/ringtrain/ringtrain/coordinator"
@@ -32,7 +33,28 @@ func OpenSources(ctx context.Context, spec coordinator.JobSpec, s3 objstore.S3Co
 		}
 		return train, eval, nil
 	}
-	return nil, nil, fmt.Errorf("spec.dataset.uri %q: only builtin:mnist and builtin:fashion-mnist are wired into the cluster worker so far", uri)
+	tc := dataset.TransformConfig{Size: spec.Input.Height, Channels: spec.Input.Channels, Preprocess: dataset.Unit}
+	if p, err := dataset.ParsePreprocess(spec.Dataset.Preprocess); err == nil && spec.Dataset.Preprocess != "" {
+		tc.Preprocess = p
+	} else if err != nil {
+		return nil, nil, fmt.Errorf("spec.dataset.preprocess: %w", err)
+	}
+	tr, err := openStream(ctx, uri, s3, tc, slog.Default())
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkShape(spec, tr); err != nil {
+		return nil, nil, err
+	}
+	var ev Source
+	if spec.Eval.URI != "" {
+		e, err := openStream(ctx, spec.Eval.URI, s3, tc, slog.Default())
+		if err != nil {
+			return nil, nil, err
+		}
+		ev = e
+	}
+	return tr, ev, nil
 }
 
 func checkShape(spec coordinator.JobSpec, s Source) error {
