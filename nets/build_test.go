@@ -148,7 +148,7 @@ func TestInit(t *testing.T) {
 		{"googlenet", "inception4a.branch2.1.conv.weight", Config{Classes: 10, InputSize: 32}, 0.01, 0},
 		{"vgg11_bn", "features.4.weight", Config{NoTop: true, InputSize: 32}, math.Sqrt(2.0 / (128 * 9)), 0},
 		{"vgg11_bn", "features.4.bias", Config{NoTop: true, InputSize: 32}, 0, 0},
-		{"nin", "4.0.weight", Config{NoTop: true, InputSize: 67}, math.Sqrt(2.0 / (256*9 + 384*9)), 0}, // xavier
+		{"nin", "4.0.weight", Config{NoTop: true, InputSize: 67}, math.Sqrt(2.0 / (256 * 9)), 0}, // He, fan_in
 	} {
 		m, err := Build(tc.net, tc.cfg)
 		if err != nil {

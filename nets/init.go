@@ -127,6 +127,13 @@ func initGoogLeNet(m *nn.Model, rng *rand.Rand) {
 	}.apply(m, rng)
 }
 
+// initNiN: kaiming_normal(fan_in) conv, bias 0. d2l's init_cnn
+// (xavier_uniform) leaves NiN's ReLU-ended head stuck at chance for most of
+// the first epoch; He initialisation trains at once.
+func initNiN(m *nn.Model, rng *rand.Rand) {
+	layerInit{conv: func(c *nn.Conv2D, rng *rand.Rand) { kaimingNormal(rng, c.Weight, false); zero(c.Bias) }}.apply(m, rng)
+}
+
 // initXavier: d2l's init_cnn (xavier_uniform for conv and linear weights).
 func initXavier(m *nn.Model, rng *rand.Rand) {
 	layerInit{

@@ -11,7 +11,7 @@ func init() {
 		MinInput:        67,
 		Preprocess:      "torch",
 		build:           buildNiN,
-		init:            initXavier,
+		init:            initNiN,
 	})
 }
 

@@ -22,8 +22,9 @@ import (
 // Numerics against PyTorch. scripts/gen_nets.py numerics builds the same
 // net in PyTorch, fills every parameter and buffer with the deterministic
 // pattern fillParam mirrors (so no weights are stored: the fixture holds the
-// input, both logits and a few gradients), and the Go model filled by the
-// same names must reproduce them.
+// input, both logits and a few gradients, computed in float64), and the Go
+// model filled by the same names must reproduce them within 1e-3 relative
+// error, or 3× PyTorch's own float32 error where that is larger.
 
 // fnv1a32 and unitPattern mirror gen_nets.py's fnv1a32 and unit.
 func fnv1a32(s string) uint32 {
@@ -173,10 +174,16 @@ func checkNumerics(t *testing.T, f *fixture) {
 		if len(got) != len(want) {
 			t.Fatalf("%s %s: %d values, PyTorch has %d", net, what, len(got), len(want))
 		}
-		if e := relErr(got, want); e > numericsTol || math.IsNaN(e) {
-			t.Errorf("%s %s: relative error %.3g > %g (got[0:3] %v, want %v)", net, what, e, numericsTol, got[:min(3, len(got))], want[:min(3, len(want))])
+		// The reference is float64; PyTorch's float32 run has its own error
+		// (err32), large where train-mode BN over a tiny batch makes deep
+		// gradients ill-conditioned: allow 1e-3 or 3× PyTorch's own error.
+		tol := numericsTol
+		err32, _ := strconv.ParseFloat(f.meta["err32."+what], 64)
+		tol = math.Max(tol, 3*err32)
+		if e := relErr(got, want); e > tol || math.IsNaN(e) {
+			t.Errorf("%s %s: relative error %.3g > %.3g (PyTorch float32: %.3g; got[0:3] %v, want %v)", net, what, e, tol, err32, got[:min(3, len(got))], want[:min(3, len(want))])
 		} else {
-			t.Logf("%s %s: relative error %.2g", net, what, e)
+			t.Logf("%s %s: relative error %.2g (PyTorch float32: %.2g)", net, what, e, err32)
 		}
 	}
 
