@@ -351,7 +351,7 @@ func (s *Store) fetchBlob(ctx context.Context, dir string, b Blob, keep bool) ([
 	var buf bytes.Buffer
 	var w io.Writer = h
 	if keep {
-		buf.Grow(int(min(b.Size, 1<<34)))
+		buf.Grow(int(min(b.Size, 256<<20))) // the manifest may lie; grow past this on demand
 		w = io.MultiWriter(h, &buf)
 	}
 	n, err := io.Copy(w, io.LimitReader(rc, b.Size+1))

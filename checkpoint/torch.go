@@ -356,6 +356,7 @@ func readTorchLegacy(b []byte) ([]Tensor, error) {
 func collectTensors(root any) ([]Tensor, error) {
 	var out []Tensor
 	seen := map[string]bool{}
+	visited := map[*pyDict]bool{}
 	var walk func(v any, prefix string, depth int) error
 	walk = func(v any, prefix string, depth int) error {
 		if depth > 32 {
@@ -363,6 +364,9 @@ func collectTensors(root any) ([]Tensor, error) {
 		}
 		switch x := v.(type) {
 		case *torchTensor:
+			if prefix == "" {
+				return fmt.Errorf("pth: a tensor without a name (the file holds a bare tensor or an empty key): %w", ErrFormat)
+			}
 			if seen[prefix] {
 				return fmt.Errorf("pth: duplicate tensor name %q: %w", prefix, ErrFormat)
 			}
@@ -373,6 +377,12 @@ func collectTensors(root any) ([]Tensor, error) {
 			}
 			out = append(out, t)
 		case *pyDict:
+			// Pickles can build cycles and shared sub-dicts through the
+			// memo; walk each dict once.
+			if visited[x] {
+				return nil
+			}
+			visited[x] = true
 			for i, k := range x.keys {
 				ks, ok := k.(string)
 				if !ok {
@@ -399,7 +409,7 @@ func collectTensors(root any) ([]Tensor, error) {
 }
 
 // maxExpandedElems bounds tensors larger than their storage.
-const maxExpandedElems = 1 << 24
+const maxExpandedElems = 1 << 20
 
 // materialize copies the (possibly strided) view out of its storage.
 func (t *torchTensor) materialize(name string) (Tensor, error) {
