@@ -2,6 +2,7 @@ package allreduce
 
 import (
 	"encoding/binary"
+	"math"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -34,26 +35,54 @@ func bytesF32(b []byte) []float32 {
 
 func encodePayload(dst []byte, src []float32, dt DType) {
 	if dt == DTypeF16 {
-		for i, v := range src {
-			binary.LittleEndian.PutUint16(dst[2*i:], F32ToF16(v))
-		}
+		encodeF16(dst, src)
 		return
 	}
 	copy(dst, f32Bytes(src))
 }
 
+// encodeF16 is F32ToF16 over a slice, with the normal case inlined.
+func encodeF16(dst []byte, src []float32) {
+	dst = dst[:2*len(src)]
+	for i, v := range src {
+		b := math.Float32bits(v)
+		var h uint16
+		if e := b >> 23 & 0xff; e-113 < 30 {
+			m := b & 0x7fffff
+			x := (e-112)<<10 | m>>13
+			x += (m&0x1fff + 0xfff + x&1) >> 13
+			h = uint16(b>>16)&0x8000 | uint16(x)
+		} else {
+			h = f32ToF16Slow(v)
+		}
+		binary.LittleEndian.PutUint16(dst[2*i:], h)
+	}
+}
+
+// decodeF16 adds or copies fp16 values into dst, with the normal case of
+// F16ToF32 inlined.
+func decodeF16(dst []float32, src []byte, reduce bool) {
+	src = src[:2*len(dst)]
+	for i := range dst {
+		h := binary.LittleEndian.Uint16(src[2*i:])
+		var f float32
+		if e := h & 0x7c00; e != 0 && e != 0x7c00 {
+			f = math.Float32frombits(uint32(h&0x8000)<<16 | (uint32(h&0x7fff)<<13 + 112<<23))
+		} else {
+			f = f16ToF32Slow(h)
+		}
+		if reduce {
+			dst[i] += f
+		} else {
+			dst[i] = f
+		}
+	}
+}
+
 // reducePayload adds (reduce) or copies the payload into dst.
 func reducePayload(dst []float32, src []byte, dt DType, reduce bool) {
 	if dt == DTypeF16 {
-		if reduce {
-			for i := range dst {
-				dst[i] += F16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
-			}
-		} else {
-			for i := range dst {
-				dst[i] = F16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
-			}
-		}
+		decodeF16(dst, src, reduce)
 		return
 	}
 	if !reduce {
@@ -134,6 +163,68 @@ type frame struct {
 	b     *[]byte
 	view  []byte
 	owner *viewTracker
+	seg   segmented // payload left in the transport's buffers, if set
+}
+
+// segmented is a received payload that a transport keeps in pieces.
+type segmented interface {
+	pieces() [][]byte // valid until release
+	release()
+}
+
+// reducePieces is reducePayload over a payload in pieces whose boundaries
+// may split elements.
+func reducePieces(dst []float32, ps [][]byte, dt DType, reduce bool) {
+	esz := dt.size()
+	var carry [4]byte
+	nc, i := 0, 0
+	for _, p := range ps {
+		if nc > 0 {
+			k := copy(carry[nc:esz], p)
+			nc += k
+			p = p[k:]
+			if nc < esz {
+				continue
+			}
+			reducePayload(dst[i:i+1], carry[:esz], dt, reduce)
+			i, nc = i+1, 0
+		}
+		whole := len(p) / esz
+		if whole > 0 {
+			d := dst[i : i+whole]
+			if dt == DTypeF32 && uintptr(unsafe.Pointer(&p[0]))%4 != 0 {
+				reduceF32Unaligned(d, p, reduce)
+			} else {
+				reducePayload(d, p[:whole*esz], dt, reduce)
+			}
+			i += whole
+		}
+		nc = copy(carry[:], p[whole*esz:])
+	}
+}
+
+func reduceF32Unaligned(dst []float32, src []byte, reduce bool) {
+	src = src[:4*len(dst)]
+	for i := range dst {
+		v := math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+		if reduce {
+			dst[i] += v
+		} else {
+			dst[i] = v
+		}
+	}
+}
+
+// payloadLen is the payload size in bytes.
+func (f frame) payloadLen() int {
+	if f.seg != nil {
+		n := 0
+		for _, p := range f.seg.pieces() {
+			n += len(p)
+		}
+		return n
+	}
+	return len(f.payload())
 }
 
 func (f frame) payload() []byte {

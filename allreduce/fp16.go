@@ -6,6 +6,19 @@ import "math"
 // overflow gives ±Inf, NaN stays NaN (quiet).
 func F32ToF16(f float32) uint16 {
 	b := math.Float32bits(f)
+	if e := b >> 23 & 0xff; e-113 < 30 { // result is a normal half (or rounds up to Inf)
+		m := b & 0x7fffff
+		h := (e-112)<<10 | m>>13
+		// Round to nearest even without branches: +1 iff the dropped bits
+		// exceed half, or equal half and h is odd.
+		h += (m&0x1fff + 0xfff + h&1) >> 13
+		return uint16(b>>16)&0x8000 | uint16(h)
+	}
+	return f32ToF16Slow(f)
+}
+
+func f32ToF16Slow(f float32) uint16 {
+	b := math.Float32bits(f)
 	sign := uint16(b>>16) & 0x8000
 	exp := int((b >> 23) & 0xff)
 	man := b & 0x7fffff
@@ -44,6 +57,13 @@ func F32ToF16(f float32) uint16 {
 
 // F16ToF32 converts IEEE binary16 bits to float32 exactly.
 func F16ToF32(h uint16) float32 {
+	if e := h & 0x7c00; e != 0 && e != 0x7c00 { // normal: re-bias the exponent
+		return math.Float32frombits(uint32(h&0x8000)<<16 | (uint32(h&0x7fff)<<13 + 112<<23))
+	}
+	return f16ToF32Slow(h)
+}
+
+func f16ToF32Slow(h uint16) float32 {
 	sign := uint32(h&0x8000) << 16
 	exp := uint32(h>>10) & 0x1f
 	man := uint32(h & 0x3ff)
@@ -66,7 +86,11 @@ func F16ToF32(h uint16) float32 {
 
 // RoundF16 rounds every element of x to the nearest binary16 value in place.
 func RoundF16(x []float32) {
-	for i, v := range x {
-		x[i] = F16ToF32(F32ToF16(v))
+	var tmp [512]byte
+	for len(x) > 0 {
+		n := min(len(x), len(tmp)/2)
+		encodeF16(tmp[:], x[:n])
+		decodeF16(x[:n], tmp[:], false)
+		x = x[n:]
 	}
 }

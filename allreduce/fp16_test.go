@@ -69,3 +69,52 @@ func TestF16Nearest(t *testing.T) {
 		}
 	}
 }
+
+// The bulk codecs agree with the scalar conversions on every half value and
+// on random floats.
+func TestF16BulkMatchesScalar(t *testing.T) {
+	src := make([]float32, 1<<16)
+	for h := range src {
+		src[h] = F16ToF32(uint16(h))
+	}
+	rng := rand.New(rand.NewPCG(5, 5))
+	for i := 0; i < 100000; i++ {
+		src = append(src, math.Float32frombits(rng.Uint32()))
+	}
+	enc := make([]byte, 2*len(src))
+	encodeF16(enc, src)
+	dec := make([]float32, len(src))
+	decodeF16(dec, enc, false)
+	for i, v := range src {
+		h := uint16(enc[2*i]) | uint16(enc[2*i+1])<<8
+		if want := F32ToF16(v); h != want && !(v != v) {
+			t.Fatalf("encodeF16(%g) = %#04x, F32ToF16 = %#04x", v, h, want)
+		}
+		if want := F16ToF32(h); math.Float32bits(dec[i]) != math.Float32bits(want) && want == want {
+			t.Fatalf("decodeF16(%#04x) = %g, F16ToF32 = %g", h, dec[i], want)
+		}
+	}
+}
+
+func BenchmarkEncodeF16(b *testing.B) {
+	src := make([]float32, 1<<16)
+	for i := range src {
+		src[i] = float32(i) * 0.001
+	}
+	dst := make([]byte, 2*len(src))
+	b.SetBytes(int64(4 * len(src)))
+	b.ReportAllocs()
+	for b.Loop() {
+		encodeF16(dst, src)
+	}
+}
+
+func BenchmarkDecodeAddF16(b *testing.B) {
+	src := make([]byte, 1<<17)
+	dst := make([]float32, 1<<16)
+	b.SetBytes(int64(4 * len(dst)))
+	b.ReportAllocs()
+	for b.Loop() {
+		decodeF16(dst, src, true)
+	}
+}

@@ -78,22 +78,44 @@ func (d *downSignal) fail(err error) {
 
 func (d *downSignal) reason() error { return d.err }
 
-// inFrame is what the codec's Unmarshal fills.
-type inFrame struct{ b *[]byte }
+// inFrame is what the codec's Unmarshal fills: an owned contiguous frame,
+// or for large frames the header in b and the payload left in gRPC's
+// receive buffers (seg).
+type inFrame struct {
+	b   *[]byte
+	seg *grpcSeg
+}
 
-type frameCodec struct{ pool *bufPool }
+// grpcPad is sent before every frame: with gRPC's 5-byte message prefix it
+// puts our payload at a multiple of 4 in gRPC's receive buffers (one per
+// 16 KiB HTTP/2 DATA frame), so float32s can be reduced in place.
+const grpcPad = 3
+
+// segMin is the smallest payload reduced straight from gRPC's buffers.
+const segMin = 32 << 10
+
+type frameCodec struct {
+	pool *bufPool
+	segs *segPool
+	pad  []byte // grpcPad zero bytes, never written
+}
+
+func newFrameCodec(pool *bufPool) frameCodec {
+	return frameCodec{pool: pool, segs: &segPool{}, pad: make([]byte, grpcPad)}
+}
 
 func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) {
+	pad := mem.SliceBuffer(c.pad)
 	switch f := v.(type) {
 	case *[]byte:
-		return mem.BufferSlice{mem.NewBuffer(f, c.pool)}, nil
+		return mem.BufferSlice{pad, mem.NewBuffer(f, c.pool)}, nil
 	case *frame:
 		if f.view == nil {
-			return mem.BufferSlice{mem.NewBuffer(f.b, c.pool)}, nil
+			return mem.BufferSlice{pad, mem.NewBuffer(f.b, c.pool)}, nil
 		}
 		// The header, then the caller's memory itself; gRPC reports each
 		// buffer freed once written (the view to its tracker).
-		return mem.BufferSlice{mem.NewBuffer(f.b, c.pool), mem.NewBuffer(f.owner.holder(f.view), f.owner)}, nil
+		return mem.BufferSlice{pad, mem.NewBuffer(f.b, c.pool), mem.NewBuffer(f.owner.holder(f.view), f.owner)}, nil
 	}
 	return nil, fmt.Errorf("frame codec: cannot marshal %T", v)
 }
@@ -103,9 +125,91 @@ func (c frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return fmt.Errorf("frame codec: cannot unmarshal into %T", v)
 	}
-	f.b = c.pool.Get(data.Len())
-	data.CopyTo(*f.b)
+	n := data.Len() - grpcPad
+	if n < headerSize {
+		return fmt.Errorf("frame codec: %w: message of %d bytes", ErrBadFrame, data.Len())
+	}
+	if n-headerSize < segMin {
+		f.b, f.seg = c.pool.Get(n), nil
+		copyFrom(*f.b, data, grpcPad)
+		return nil
+	}
+	// Keep gRPC's buffers (one reference each) and only copy the header.
+	f.b = c.pool.Get(headerSize)
+	copyFrom(*f.b, data, grpcPad)
+	sg := c.segs.get()
+	skip := grpcPad + headerSize
+	for _, buf := range data {
+		p := buf.ReadOnlyData()
+		if skip >= len(p) {
+			skip -= len(p)
+			continue
+		}
+		buf.Ref()
+		sg.bufs = append(sg.bufs, buf)
+		sg.ps = append(sg.ps, p[skip:])
+		skip = 0
+	}
+	f.seg = sg
 	return nil
+}
+
+// copyFrom fills dst with data's bytes from offset off on.
+func copyFrom(dst []byte, data mem.BufferSlice, off int) {
+	for _, buf := range data {
+		p := buf.ReadOnlyData()
+		if off >= len(p) {
+			off -= len(p)
+			continue
+		}
+		k := copy(dst, p[off:])
+		dst, off = dst[k:], 0
+		if len(dst) == 0 {
+			return
+		}
+	}
+}
+
+// grpcSeg is a payload in gRPC's receive buffers (implements segmented).
+type grpcSeg struct {
+	bufs []mem.Buffer
+	ps   [][]byte
+	pool *segPool
+}
+
+func (s *grpcSeg) pieces() [][]byte { return s.ps }
+
+func (s *grpcSeg) release() {
+	for i, b := range s.bufs {
+		b.Free()
+		s.bufs[i], s.ps[i] = nil, nil
+	}
+	s.bufs, s.ps = s.bufs[:0], s.ps[:0]
+	s.pool.put(s)
+}
+
+type segPool struct {
+	mu   sync.Mutex
+	free []*grpcSeg
+}
+
+func (p *segPool) get() *grpcSeg {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if k := len(p.free); k > 0 {
+		s := p.free[k-1]
+		p.free = p.free[:k-1]
+		return s
+	}
+	return &grpcSeg{pool: p}
+}
+
+func (p *segPool) put(s *grpcSeg) {
+	p.mu.Lock()
+	if len(p.free) < poolMax {
+		p.free = append(p.free, s)
+	}
+	p.mu.Unlock()
 }
 
 func (frameCodec) Name() string { return "ringtrain-frame" }
@@ -203,8 +307,9 @@ func DialRing(ctx context.Context, cfg RingConfig) (Communicator, error) {
 			return nil, fmt.Errorf("allreduce: rank %d listening on %s: %w", cfg.Rank, cfg.Addrs[cfg.Rank], err)
 		}
 	}
+	codec := newFrameCodec(pool)
 	l.srv = grpc.NewServer(
-		grpc.ForceServerCodecV2(frameCodec{pool}),
+		grpc.ForceServerCodecV2(codec),
 		grpc.InitialWindowSize(grpcWindow), grpc.InitialConnWindowSize(grpcWindow),
 		grpc.ReadBufferSize(grpcIOBufSz), grpc.WriteBufferSize(grpcIOBufSz),
 		grpc.MaxRecvMsgSize(math.MaxInt32),
@@ -227,7 +332,7 @@ func DialRing(ctx context.Context, cfg RingConfig) (Communicator, error) {
 			Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: 5 * time.Second,
 		}),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frameCodec{pool}),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec),
 			grpc.MaxCallRecvMsgSize(math.MaxInt32), grpc.MaxCallSendMsgSize(math.MaxInt32)),
 	)
 	if err != nil {
@@ -391,10 +496,17 @@ func (l *grpcLink) readLoop(ss grpc.ServerStream) {
 			l.shutdown(err)
 			return
 		}
+		fr := frame{b: f.b}
+		if f.seg != nil {
+			fr.seg = f.seg
+		}
 		select {
-		case l.in <- frame{b: f.b}:
+		case l.in <- fr:
 		case <-l.stop:
 			l.pool.Put(f.b)
+			if f.seg != nil {
+				f.seg.release()
+			}
 			return
 		}
 	}

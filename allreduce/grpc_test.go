@@ -68,9 +68,13 @@ func TestAllReduceGRPCProperty(t *testing.T) {
 	ctx := context.Background()
 	for iter := 0; iter < 8; iter++ {
 		n := 1 + rng.IntN(8)
-		comms := grpcGroup(t, n, uint64(iter+1), Options{SubChunkBytes: 1 << (8 + rng.IntN(8)), Timeout: 10 * time.Second})
+		sub := []int{256, 4 << 10, 40 << 10, 512 << 10}[rng.IntN(4)]
+		comms := grpcGroup(t, n, uint64(iter+1), Options{SubChunkBytes: sub, Timeout: 10 * time.Second})
 		for rep := 0; rep < 4; rep++ {
 			L := rng.IntN(20000)
+			if rep == 3 {
+				L = rng.IntN(1 << 20) // sub-chunks left in gRPC's buffers
+			}
 			if rep == 0 {
 				L = rng.IntN(n + 1)
 			}

@@ -281,11 +281,11 @@ func (r *ring) check(op string, f frame, kind Kind, dt DType, step, sub, payload
 	var h Header
 	var pl []byte
 	var err error
-	if f.view != nil {
-		if h, err = DecodeHeader(*f.b); err == nil && int(h.PayloadLen) != len(f.view) {
-			err = fmt.Errorf("%w: payload length %d, frame has %d", ErrBadFrame, h.PayloadLen, len(f.view))
+	if f.view != nil || f.seg != nil {
+		if h, err = DecodeHeader(*f.b); err == nil && int(h.PayloadLen) != f.payloadLen() {
+			err = fmt.Errorf("%w: payload length %d, frame has %d", ErrBadFrame, h.PayloadLen, f.payloadLen())
 		}
-		pl = f.view
+		pl = f.view // nil for seg: the caller reads f.seg's pieces
 	} else {
 		h, pl, err = DecodeFrame(*f.b)
 	}
@@ -296,9 +296,9 @@ func (r *ring) check(op string, f frame, kind Kind, dt DType, step, sub, payload
 		return h, nil, r.peerErr(op, r.left(), fmt.Errorf("%w: frame of generation %d, this ring is %d", ErrGeneration, h.Generation, r.gen))
 	}
 	if h.Kind != kind || h.Seq != r.seq || h.DType != dt || int(h.Step) != step || int(h.Sub) != sub || int(h.From) != r.left() ||
-		(payload >= 0 && len(pl) != payload) {
+		(payload >= 0 && f.payloadLen() != payload) {
 		return h, nil, r.peerErr(op, r.left(), fmt.Errorf("%w: got %s seq %d dtype %d step %d sub %d from %d with %d bytes, want %s seq %d dtype %d step %d sub %d from %d with %d bytes",
-			ErrDesync, h.Kind, h.Seq, h.DType, h.Step, h.Sub, h.From, len(pl), kind, r.seq, dt, step, sub, r.left(), payload))
+			ErrDesync, h.Kind, h.Seq, h.DType, h.Step, h.Sub, h.From, f.payloadLen(), kind, r.seq, dt, step, sub, r.left(), payload))
 	}
 	return h, pl, nil
 }
@@ -313,6 +313,26 @@ func (r *ring) release(f frame) {
 	if f.owner != nil {
 		f.owner.release()
 	}
+	if f.seg != nil {
+		f.seg.release()
+	}
+}
+
+// contiguous turns a segmented frame into an owned one (for the collectives
+// that are not on the hot path).
+func (r *ring) contiguous(f frame) frame {
+	if f.seg == nil {
+		return f
+	}
+	n := f.payloadLen()
+	b := r.p.pool.Get(headerSize + n)
+	copy(*b, (*f.b)[:headerSize])
+	off := headerSize
+	for _, p := range f.seg.pieces() {
+		off += copy((*b)[off:], p)
+	}
+	r.release(f)
+	return frame{b: b}
 }
 
 // send hands fb to the right neighbour, blocking while the link is full.
@@ -345,7 +365,7 @@ func (r *ring) recv(ctx context.Context, op string, what string) (frame, error) 
 		select {
 		case f := <-r.p.in:
 			r.progress(true)
-			return f, nil
+			return r.contiguous(f), nil
 		case <-ctx.Done():
 			return frame{}, r.ctxErr(op, ctx)
 		case <-r.timer.C:
@@ -452,7 +472,11 @@ func (r *ring) allReduce(ctx context.Context, buf []float32, op Op) error {
 				return err
 			}
 			dst := buf[s.Off:s.End()]
-			reducePayload(dst, pl, dt, st.Reduce)
+			if f.seg != nil {
+				reducePieces(dst, f.seg.pieces(), dt, st.Reduce)
+			} else {
+				reducePayload(dst, pl, dt, st.Reduce)
+			}
 			r.release(f)
 			if rg == n-2 {
 				// Last reduce-scatter step: this sub-chunk of the owned chunk
