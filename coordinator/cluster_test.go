@@ -601,3 +601,98 @@ func TestMembershipLostWhenLeaseRevoked(t *testing.T) {
 		t.Fatalf("new incarnation %d not after %d", m2.Self().Incarnation, m.Self().Incarnation)
 	}
 }
+
+// TestChurn joins and leaves workers at random while the leading coordinator
+// is replaced; the ring must settle on exactly the live members, and the
+// generations a watcher sees must only increase. RINGTRAIN_SLOW=1 runs longer.
+func TestChurn(t *testing.T) {
+	job := uniqueJob("churn")
+	ops := 24
+	if os.Getenv("RINGTRAIN_SLOW") != "" {
+		ops = 200
+	}
+	cli1, cli2, wcli := newClient(t), newClient(t), newClient(t)
+	c1, stop1 := startCoordinator(t, "coord-ch1", cli1, nil)
+	c2, _ := startCoordinator(t, "coord-ch2", cli2, nil)
+	submit(t, c1, job, 1)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rings := WatchRing(ctx, wcli, job)
+	var seen []Ring
+	var seenMu sync.Mutex
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		for r := range rings {
+			seenMu.Lock()
+			seen = append(seen, r)
+			seenMu.Unlock()
+		}
+	}()
+
+	live := map[string]*Membership{}
+	rng := uint64(12345)
+	next := func(n int) int { // xorshift: deterministic, no shared rand state
+		rng ^= rng << 13
+		rng ^= rng >> 7
+		rng ^= rng << 17
+		return int(rng % uint64(n))
+	}
+	for i := range ops {
+		id := fmt.Sprintf("w-%d", next(6))
+		if m, ok := live[id]; ok {
+			if err := m.Close(); err != nil {
+				t.Fatal(err)
+			}
+			delete(live, id)
+		} else {
+			rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+			m, err := Register(rctx, wcli, job, id, id+":1", testTTL)
+			rcancel()
+			if err != nil {
+				t.Fatalf("op %d: register %s: %v", i, id, err)
+			}
+			live[id] = m
+		}
+		if i == ops/2 {
+			if err := stop1(); err != nil { // hand leadership over mid-churn
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(time.Duration(20+next(80)) * time.Millisecond)
+	}
+	if len(live) == 0 {
+		m := register(t, wcli, job, "w-last")
+		live["w-last"] = m
+	}
+	want := make([]string, 0, len(live))
+	for id := range live {
+		want = append(want, id)
+	}
+	slices.Sort(want)
+	waitFor(t, 10*time.Second, fmt.Sprintf("ring of %v", want), func() bool {
+		seenMu.Lock()
+		defer seenMu.Unlock()
+		if len(seen) == 0 {
+			return false
+		}
+		got := slices.Clone(seen[len(seen)-1].IDs())
+		slices.Sort(got)
+		return slices.Equal(got, want)
+	})
+	if !c2.IsLeader(job) || c1.IsLeader(job) {
+		t.Errorf("after handover: c1 leads %v, c2 leads %v", c1.IsLeader(job), c2.IsLeader(job))
+	}
+	cancel()
+	<-watchDone
+	for i := 1; i < len(seen); i++ {
+		if seen[i].Generation <= seen[i-1].Generation {
+			t.Fatalf("generation went %d -> %d", seen[i-1].Generation, seen[i].Generation)
+		}
+	}
+	for _, m := range live {
+		m.Close()
+	}
+	t.Logf("%d ops, %d generations observed, final ring %v", ops, len(seen), seen[len(seen)-1].IDs())
+}
