@@ -39,7 +39,9 @@ func benchGemm(args []string) error {
 	size := *n
 	rng := rand.New(rand.NewPCG(1, uint64(size)))
 	a, b, c := benchGemmRand(rng, size*size), benchGemmRand(rng, size*size), make([]float32, size*size)
-	gflops := func(d time.Duration) float64 { return 2 * float64(size) * float64(size) * float64(size) / d.Seconds() / 1e9 }
+	gflops := func(d time.Duration) float64 {
+		return 2 * float64(size) * float64(size) * float64(size) / d.Seconds() / 1e9
+	}
 	pool.Sgemm(false, false, size, size, size, 1, a, size, b, size, 0, c, size) // warm-up: packing buffers, caches
 	best := time.Duration(1<<63 - 1)
 	start := time.Now()
