@@ -17,7 +17,7 @@ var ErrBadSample = errors.New("bad sample")
 // Image size limits: a header claiming more is rejected before decoding.
 const (
 	maxImageSide   = 1 << 15
-	maxImagePixels = 1 << 28
+	maxImagePixels = 1 << 26
 )
 
 // DecodeImage decodes a JPEG or PNG (sniffed from the bytes, not the name).

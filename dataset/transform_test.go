@@ -185,7 +185,13 @@ func FuzzDecodeTransform(f *testing.F) {
 	tr, _ := NewTransformer(TransformConfig{Size: 16, Train: true})
 	te, _ := NewTransformer(TransformConfig{Size: 16, Channels: 1, Preprocess: Torch})
 	out := make([]float32, 3*16*16)
+	td, _ := NewTransformer(TransformConfig{Size: 16, Train: true, DCTScale: true})
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The fast path (libjpeg when built with it) must not crash either.
+		derr := td.DecodeApply(data, "fuzz", 3, out)
+		if derr != nil && !errors.Is(derr, ErrBadSample) {
+			t.Fatalf("DecodeApply error not typed: %v", derr)
+		}
 		img, err := DecodeImage(data, "fuzz")
 		if err != nil {
 			return

@@ -25,8 +25,10 @@ import gzip
 import io
 import os
 import re
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -64,32 +66,39 @@ def bench_py(data, tf, mode, seconds):
     n, t0 = 0, time.perf_counter()
     while True:
         for d in data:
-            x = tf(Image.open(io.BytesIO(d)).convert(mode))
+            tf(Image.open(io.BytesIO(d)).convert(mode))
             n += 1
         el = time.perf_counter() - t0
         if el >= seconds:
             return n / el
 
 
-def bench_go(seconds, tags=""):
-    cmd = ["go", "test", "./dataset", "-run", "^$", "-bench", "^BenchmarkDecodeAugment$", "-cpu", "1",
-           "-benchtime", f"{seconds}s", "-count", "1"]
+def build_go(tmp, tags=""):
+    exe = os.path.join(tmp, "dataset_%s.test" % (tags or "purego"))
+    cmd = ["go", "test", "-c", "-o", exe, "./dataset"]
     if tags:
         cmd += ["-tags", tags]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit("go benchmark failed:\n" + out.stdout + out.stderr)
-    res = {}
+    subprocess.run(cmd, check=True)
+    return exe
+
+
+def bench_go(exe, case, seconds):
+    cmd = [exe, "-test.run", "^$", "-test.bench", "^BenchmarkDecodeAugment$/^" + case + "$", "-test.cpu", "1",
+           "-test.benchtime", f"{seconds}s", "-test.count", "1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd="dataset")
     for line in out.stdout.splitlines():
-        m = re.match(r"BenchmarkDecodeAugment/(\S+?)(-\d+)?\s+\d+\s+\d+ ns/op\s+([\d.]+) img/s", line)
+        m = re.match(r"BenchmarkDecodeAugment/\S+\s+\d+\s+\d+ ns/op\s+([\d.]+) img/s", line)
         if m:
-            res[m.group(1)] = float(m.group(3))
-    return res
+            return float(m.group(1))
+    if "SKIP" in out.stdout or "no images" in out.stdout:
+        return float("nan")
+    sys.exit("go benchmark failed:\n" + out.stdout + out.stderr)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--seconds", type=float, default=2, help="per measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     ap.add_argument("--images", default="/usr/share/darknet/data/*.jpg")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -103,18 +112,29 @@ def main():
         "mnist/eval28": (mn, T.Compose([T.Resize(28), T.CenterCrop(28), T.ToTensor()]), "L"),
     }
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, Pillow {Image.__version__}; "
-          f"{len(dk)} darknet photos, {len(mn)} MNIST PNGs; {args.seconds:g} s per case, 1 thread each", flush=True)
-    py = {name: bench_py(d, tf, mode, args.seconds) for name, (d, tf, mode) in cases.items()}
-    go = bench_go(args.seconds)
-    lj = bench_go(args.seconds, "libjpeg")
-    nan = float("nan")
-    print("img/s per core; ratio = ringtrain / torchvision")
-    print(f"{'case':<18} {'torchvision':>11} {'Go image/jpeg':>14} {'Go+libjpeg':>11} {'Go+libjpeg+DCT':>15}")
+          f"{len(dk)} darknet photos, {len(mn)} MNIST PNGs; {args.rounds} interleaved rounds of "
+          f"{args.seconds:g} s per side, median; 1 thread each", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        pure, lj = build_go(tmp), build_go(tmp, "libjpeg")
+        cols = ["torchvision", "Go image/jpeg", "Go+libjpeg", "Go+libjpeg+DCT"]
+        res = {c: {k: [] for k in cols} for c in cases}
+        for r in range(args.rounds):
+            for name, (d, tf, mode) in cases.items():
+                res[name]["torchvision"].append(bench_py(d, tf, mode, args.seconds))
+                res[name]["Go image/jpeg"].append(bench_go(pure, name, args.seconds))
+                res[name]["Go+libjpeg"].append(bench_go(lj, name, args.seconds))
+                if name.startswith("darknet"):
+                    res[name]["Go+libjpeg+DCT"].append(bench_go(lj, name + "-dct", args.seconds))
+            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    print("img/s per core (ratio = ringtrain / torchvision)")
+    print(f"{'case':<18}" + "".join(f"{c:>17}" for c in cols))
     for name in cases:
-        t = py[name]
-        g, l, d = go.get(name, nan), lj.get(name, nan), lj.get(name + "-dct", nan)
-        cell = lambda v: f"{v:.1f} ({v / t:.2f}x)" if v == v else "-"
-        print(f"{name:<18} {t:>11.1f} {cell(g):>14} {cell(l):>11} {cell(d):>15}")
+        t = statistics.median(res[name]["torchvision"])
+        row = f"{name:<18}{t:>17.1f}"
+        for c in cols[1:]:
+            v = res[name][c]
+            row += f"{'-':>17}" if not v else f"{statistics.median(v):>9.1f} ({statistics.median(v) / t:.2f}x)"
+        print(row)
 
 
 if __name__ == "__main__":
