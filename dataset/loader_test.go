@@ -235,3 +235,59 @@ func counterValue(c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// A membership change mid-epoch: the loaders of world 2 stop after two
+// steps, loaders of world 3 resume from the saved state, and the epoch
+// still covers every sample exactly once.
+func TestLoaderWorldChangeMidEpoch(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	makeFolders(t, root, []string{"a", "b"}, 11)
+	st := localStore(t, root)
+	ix, err := ScanFolders(ctx, st, "", "train", ScanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Sampler{N: len(ix.Samples), GlobalBatch: 6, Last: Partial, Shuffle: true}
+	tc := TransformConfig{Size: 4}
+	seen := make([]int, s.N)
+	run := func(world int, start SamplerState, steps int) SamplerState {
+		ls := make([]*Loader, world)
+		for r := range world {
+			l, err := NewLoader(LoaderConfig{Store: st, Index: ix, Sampler: s, Start: start, World: world, Rank: r, Transform: tc, Workers: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			ls[r] = l
+		}
+		next := start
+		for range steps {
+			for _, l := range ls {
+				b, err := l.Next(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, id := range b.IDs[:b.N] {
+					seen[id]++
+				}
+				next = b.Next
+				l.Release(b)
+			}
+		}
+		return next
+	}
+	mid := run(2, SamplerState{Seed: 11}, 2)
+	if mid.Done != 12 {
+		t.Fatalf("state after 2 steps: %+v", mid)
+	}
+	end := run(3, mid, s.StepsPerEpoch()-2)
+	if end != (SamplerState{Seed: 11, Epoch: 1}) {
+		t.Errorf("state at the end of the epoch: %+v", end)
+	}
+	for id, c := range seen {
+		if c != 1 {
+			t.Fatalf("sample %d seen %d times", id, c)
+		}
+	}
+}
