@@ -3,6 +3,7 @@ package coordinator
 import (
 	"errors"
 	"math"
+	"os"
 	"strings"
 	"testing"
 )
@@ -249,5 +250,19 @@ func BenchmarkParseJobSpecJSON(b *testing.B) {
 		if _, err := ParseJobSpec([]byte(validJSON)); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestExampleJobSpec(t *testing.T) {
+	data, err := os.ReadFile("testdata/example-job.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ParseJobSpec(data)
+	if err != nil {
+		t.Fatalf("example spec: %v", err)
+	}
+	if s.PeakLR() != 0.2 || s.World.Min != 2 || !s.Optimizer.Nesterov || s.Eval.Layout != LayoutClassFolders {
+		t.Fatalf("example spec parsed as %+v", s)
 	}
 }
