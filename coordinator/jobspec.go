@@ -35,6 +35,22 @@ type JobSpec struct {
 	Checkpoint      CheckpointSpec `json:"checkpoint"`
 	World           WorldSpec      `json:"world"`
 	Seed            uint64         `json:"seed"`
+	// Transfer, when set, fine-tunes from pretrained weights.
+	Transfer *TransferSpec `json:"transfer,omitempty"`
+}
+
+// TransferSpec is Keras-style fine-tuning: pretrained weights, a new head,
+// frozen bottom layers.
+type TransferSpec struct {
+	// From is a weights file (.pth, .safetensors) or a checkpoint run
+	// (s3://bucket/prefix/run or dir/run, newest good checkpoint; append
+	// @STEP for a given one).
+	From string `json:"from"`
+	// Head replaces the classifier, e.g. "gap,dense:1024:relu,dense:2".
+	Head string `json:"head,omitempty"`
+	// Freeze freezes the first N layers; FreezeUntil up to a named layer.
+	Freeze      int    `json:"freeze,omitempty"`
+	FreezeUntil string `json:"freeze_until,omitempty"`
 }
 
 // DatasetSpec says where training samples live and how they are laid out.
@@ -294,6 +310,17 @@ func (s *JobSpec) Validate() error {
 	}
 	if s.Checkpoint.Keep < 0 {
 		bad("checkpoint.keep", "must be >= 0, got %d", s.Checkpoint.Keep)
+	}
+	if t := s.Transfer; t != nil {
+		if t.From == "" {
+			bad("transfer.from", "required")
+		}
+		if t.Freeze < 0 {
+			bad("transfer.freeze", "must be >= 0, got %d", t.Freeze)
+		}
+		if t.Freeze > 0 && t.FreezeUntil != "" {
+			bad("transfer.freeze_until", "give freeze or freeze_until, not both")
+		}
 	}
 	if s.World.Min < 1 {
 		bad("world.min", "must be >= 1, got %d", s.World.Min)

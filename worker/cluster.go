@@ -16,7 +16,6 @@ import (
 	"github.com/ringtrain/ringtrain/allreduce"
 	"github.com/ringtrain/ringtrain/coordinator"
 	"github.com/ringtrain/ringtrain/dataset"
-	"github.com/ringtrain/ringtrain/nets"
 	"github.com/ringtrain/ringtrain/nn"
 	"github.com/ringtrain/ringtrain/nn/kernels"
 	"github.com/ringtrain/ringtrain/objstore"
@@ -214,9 +213,12 @@ func newClusterWorker(ctx context.Context, cfg ClusterConfig, spec coordinator.J
 	if spec.Input.Height != spec.Input.Width {
 		return nil, fmt.Errorf("job spec input: %dx%d: only square inputs are supported", spec.Input.Height, spec.Input.Width)
 	}
-	model, err := nets.Build(spec.Net, nets.Config{Classes: spec.Classes, InChannels: spec.Input.Channels, InputSize: spec.Input.Height, Seed: spec.Seed})
+	model, loaded, err := BuildModel(ctx, spec, cfg.S3)
 	if err != nil {
 		return nil, err
+	}
+	if loaded != "" {
+		log.Info(loaded)
 	}
 	opt, err := OptimizerFromSpec(model, spec.Optimizer)
 	if err != nil {

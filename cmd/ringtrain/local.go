@@ -47,10 +47,35 @@ func runLocal(args []string) error {
 	if *workers < 1 {
 		return fmt.Errorf("--workers %d must be ≥ 1", *workers)
 	}
+	// The built-in datasets hold 60,000 training and 10,000 test images.
+	spec := coordinator.JobSpec{
+		Name: *job, Net: *netName,
+		Dataset: coordinator.DatasetSpec{URI: "builtin:" + *data, Layout: coordinator.LayoutIDX},
+		Classes: 10, Input: coordinator.InputSpec{Channels: 1, Height: 28, Width: 28},
+		GlobalBatchSize: *batch, Epochs: *epochs, Seed: *seed,
+		Optimizer:  coordinator.OptimizerSpec{Name: "sgd", LR: *lr, Momentum: *momentum},
+		Schedule:   coordinator.ScheduleSpec{Name: *schedule},
+		Eval:       coordinator.EvalSpec{URI: "builtin:" + *data + "/test", Layout: coordinator.LayoutIDX, EveryEpochs: 1},
+		World:      coordinator.WorldSpec{Min: 1},
+		Checkpoint: coordinator.CheckpointSpec{URI: "s3://ringtrain/checkpoints", EveryEpochs: 1, Keep: 3},
+	}
+	return localCluster(localOptions{workers: *workers, threads: *threads, dir: *dir, logLevel: *logLevel}, spec)
+}
+
+// localOptions says how to run a cluster on this machine.
+type localOptions struct {
+	workers, threads int
+	dir, logLevel    string
+}
+
+// localCluster starts embedded etcd, NATS and S3 (bucket "ringtrain"), a
+// coordinator and the workers, submits spec and shows the run until it ends.
+func localCluster(o localOptions, spec coordinator.JobSpec) error {
+	workers, threads, dir, job := &o.workers, &o.threads, &o.dir, &spec.Name
 	if *threads == 0 {
 		*threads = max(1, runtime.NumCPU() / *workers)
 	}
-	log := newLogger(*logLevel)
+	log := newLogger(o.logLevel)
 	ctx, cancel := signalContext()
 	defer cancel()
 
@@ -109,18 +134,6 @@ func runLocal(args []string) error {
 	go func() { defer cwg.Done(); coord.Run(cctx) }()
 	defer func() { stopCoord(); cwg.Wait() }()
 
-	// The built-in datasets hold 60,000 training and 10,000 test images.
-	spec := coordinator.JobSpec{
-		Name: *job, Net: *netName,
-		Dataset: coordinator.DatasetSpec{URI: "builtin:" + *data, Layout: coordinator.LayoutIDX},
-		Classes: 10, Input: coordinator.InputSpec{Channels: 1, Height: 28, Width: 28},
-		GlobalBatchSize: *batch, Epochs: *epochs, Seed: *seed,
-		Optimizer:  coordinator.OptimizerSpec{Name: "sgd", LR: *lr, Momentum: *momentum},
-		Schedule:   coordinator.ScheduleSpec{Name: *schedule},
-		Eval:       coordinator.EvalSpec{URI: "builtin:" + *data + "/test", Layout: coordinator.LayoutIDX, EveryEpochs: 1},
-		World:      coordinator.WorldSpec{Min: 1},
-		Checkpoint: coordinator.CheckpointSpec{URI: "s3://ringtrain/checkpoints", EveryEpochs: 1, Keep: 3},
-	}
 	specJSON, _ := json.Marshal(spec)
 
 	events := make(chan coordinator.Event, 1024)

@@ -33,6 +33,7 @@ func commands() map[string]command {
 		"local":       {runLocal, "run a whole cluster on this machine (embedded etcd, NATS, coordinator, N workers)"},
 		"worker":      {runWorker, "join a cluster job as a worker"},
 		"ckpt":        {runCkpt, "checkpoints: ls, show, verify, export"},
+		"finetune":    {runFinetune, "fine-tune a new head on a pretrained net with frozen layers"},
 		"predict":     {runPredict, "top-k classes of images (Keras decode_predictions)"},
 		"features":    {runFeatures, "feature maps or pooled vectors of images (include_top=false)"},
 		"coordinator": {runCoordinator, "run a coordinator (leader election, rings, API, /metrics)"},
