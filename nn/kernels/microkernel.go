@@ -20,7 +20,28 @@ type microKernel struct {
 	name       string
 	mr, nr     int
 	mc, kc, nc int // cache blocks: Ã block mc×kc (L2), B̃ block kc×nc (L3), B̃ micro-panel kc×nr (L1)
-	fn         func(k int, a, b, c *float32, ldc int, alpha, beta float32)
+	fn         kernelFunc
+
+	// rows[r], where set, computes only the first r rows of a tile (Ã still
+	// packed mr wide): edge tiles of r rows waste no FMAs on padding rows.
+	rows map[int]kernelFunc
+}
+
+type kernelFunc func(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+// edge returns the kernel for an edge tile of r < mr rows: the smallest
+// row-variant with at least r rows (exact when it has r), else fn.
+func (k *microKernel) edge(r int) (fn kernelFunc, exact bool) {
+	best := k.mr
+	for rr := range k.rows {
+		if rr >= r && rr < best {
+			best = rr
+		}
+	}
+	if best == k.mr {
+		return k.fn, false
+	}
+	return k.rows[best], best == r
 }
 
 // Kernel path names accepted by RINGTRAIN_KERNELS and NewPoolWithKernel.

@@ -41,6 +41,7 @@ func (p *Pool) sgemmPlanned(pl gemmPlan, transA, transB bool, m, n, k int, alpha
 	kern := p.kernel()
 	job := p.getJob(kern)
 	job.set(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	job.kcb = balancedBlock(k, kern.kc)
 	job.assign(pl)
 	if pl.mode != splitShared {
 		job.phase = phaseAll
@@ -50,8 +51,8 @@ func (p *Pool) sgemmPlanned(pl gemmPlan, transA, transB bool, m, n, k int, alpha
 		// next multiplies (each part its rows) — per (nc, kc) block.
 		for jc := 0; jc < n; jc += kern.nc {
 			nc := min(kern.nc, n-jc)
-			for pc := 0; pc < k; pc += kern.kc {
-				kc := min(kern.kc, k-pc)
+			for pc := 0; pc < k; pc += job.kcb {
+				kc := min(job.kcb, k-pc)
 				job.jc, job.nc, job.pc, job.kc = jc, nc, pc, kc
 				job.sharedB = grow(job.sharedB, kc*roundUp(nc, kern.nr))
 				job.phase = phasePackB
@@ -154,6 +155,7 @@ type gemmJob struct {
 	parts          []*gemmPart
 	wg             sync.WaitGroup
 
+	kcb            int // kc block: ≤ kern.kc, splitting k evenly
 	phase          int
 	jc, nc, pc, kc int       // current block in splitShared
 	sharedB        []float32 // B̃ block packed cooperatively in splitShared
@@ -222,8 +224,8 @@ func (pt *gemmPart) exec() {
 	// column block and kc-deep slice, pack B̃ once, then multiply.
 	for jc := pt.n0; jc < pt.n1; jc += kern.nc {
 		nc := min(kern.nc, pt.n1-jc)
-		for pc := 0; pc < j.k; pc += kern.kc {
-			kc := min(kern.kc, j.k-pc)
+		for pc := 0; pc < j.k; pc += j.kcb {
+			kc := min(j.kcb, j.k-pc)
 			pt.packB = grow(pt.packB, kc*roundUp(nc, kern.nr))
 			packB(pt.packB, j.transB, j.b, j.ldb, pc, kc, jc, nc, kern.nr)
 			pt.multiply(pt.packB, jc, nc, pc, kc)
@@ -242,8 +244,9 @@ func (pt *gemmPart) multiply(bp []float32, jc, nc, pc, kc int) {
 	if pc > 0 {
 		beta = 1
 	}
-	for ic := pt.m0; ic < pt.m1; ic += kern.mc {
-		mc := min(kern.mc, pt.m1-ic)
+	mcb := roundUp(balancedBlock(pt.m1-pt.m0, kern.mc), mr)
+	for ic := pt.m0; ic < pt.m1; ic += mcb {
+		mc := min(mcb, pt.m1-ic)
 		pt.packA = grow(pt.packA, kc*roundUp(mc, mr))
 		packA(pt.packA, j.transA, j.a, j.lda, ic, mc, pc, kc, mr)
 		for jr := 0; jr < nc; jr += nr {
@@ -257,7 +260,12 @@ func (pt *gemmPart) multiply(bp []float32, jc, nc, pc, kc int) {
 					kern.fn(kc, a, b, &j.c[ci], j.ldc, j.alpha, beta)
 					continue
 				}
-				kern.fn(kc, a, b, &pt.tile[0], nr, 1, 0)
+				fn, exact := kern.edge(mrr)
+				if exact && nrr == nr {
+					fn(kc, a, b, &j.c[ci], j.ldc, j.alpha, beta)
+					continue
+				}
+				fn(kc, a, b, &pt.tile[0], nr, 1, 0)
 				mergeTile(pt.tile, nr, mrr, nrr, j.alpha, beta, j.c[ci:], j.ldc)
 			}
 		}
@@ -325,6 +333,17 @@ func checkGemmArgs(transA, transB bool, m, n, k int, a []float32, lda int, b []f
 		check("b", b, br, bc, ldb)
 	}
 	check("c", c, m, n, ldc)
+}
+
+// balancedBlock splits total into the fewest blocks of at most max and
+// returns the (equal, rounded-up) block size: 576 by 512 gives 288, not
+// 512 + 64, so no slice is too thin to amortise its pass over C.
+func balancedBlock(total, max int) int {
+	if total <= 0 {
+		return max
+	}
+	blocks := (total + max - 1) / max
+	return (total + blocks - 1) / blocks
 }
 
 func roundUp(x, to int) int { return (x + to - 1) / to * to }

@@ -343,3 +343,29 @@ func BenchmarkMicroKernel(b *testing.B) {
 		}
 	}
 }
+
+// TestSgemmEdgeRows covers every edge-tile height (exact row-variant
+// kernels, smaller variants into the scratch tile, and the full kernel) with
+// full and partial column tiles.
+func TestSgemmEdgeRows(t *testing.T) {
+	rng := rand.New(rand.NewPCG(10, 11))
+	for _, p := range pathPools(t, 1) {
+		for m := 1; m <= 2*p.kernel().mr+1; m++ {
+			for _, n := range []int{p.kernel().nr * 2, p.kernel().nr + 5} {
+				checkGemm(t, p, gemmCase{m: m, n: n, k: 37, padC: 1, alpha: 2, beta: 0.5}, rng)
+				checkGemm(t, p, gemmCase{transA: true, m: m, n: n, k: 9, alpha: 1, beta: 0}, rng)
+			}
+		}
+	}
+}
+
+func TestBalancedBlock(t *testing.T) {
+	tests := []struct{ total, max, want int }{
+		{576, 512, 288}, {512, 512, 512}, {513, 512, 257}, {3136, 512, 448}, {10, 512, 10}, {0, 512, 512},
+	}
+	for _, tt := range tests {
+		if got := balancedBlock(tt.total, tt.max); got != tt.want {
+			t.Errorf("balancedBlock(%d, %d) = %d, want %d", tt.total, tt.max, got, tt.want)
+		}
+	}
+}
