@@ -78,10 +78,11 @@ type RingDecision struct {
 // NextRing decides the next ring generation. Rules, in order:
 //   - survivors (members of Current still live with the same incarnation)
 //     keep their relative order, so most ranks stay put;
-//   - joiners (live but not in Current) are ordered by incarnation, then id,
-//     and appended; they are admitted when Current is broken by a departure,
-//     when no ring exists yet, or at a step boundary;
-//   - the ring is cut to MaxWorld, joiners first, then the tail of survivors;
+//   - joiners (live but not in Current) are admitted when Current is broken
+//     by a departure, when no ring exists yet, or at a step boundary;
+//   - the ring is cut to MaxWorld, dropping the latest joiners (by
+//     incarnation) first, then the tail of survivors;
+//   - admitted joiners are appended after the survivors in id order;
 //   - if fewer than MinWorld members remain, no ring is published (training
 //     waits for joiners) and Waiting is set;
 //   - otherwise a changed member list is published as Generation+1.
@@ -129,6 +130,11 @@ func NextRing(in RingInput) RingDecision {
 			}
 		}
 		next = next[:in.MaxWorld]
+	}
+	// Joiners were admitted first come, first served; among themselves they
+	// take ranks in id order, so a fresh ring of worker-0..n has rank i = worker-i.
+	if nsurv := min(len(survivors), len(next)); nsurv < len(next) {
+		slices.SortFunc(next[nsurv:], func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
 	}
 	inNext := make(map[string]bool, len(next))
 	for _, m := range next {

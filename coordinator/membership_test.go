@@ -33,14 +33,14 @@ func TestNextRing(t *testing.T) {
 			wantWaiting: true, wantGen: 0, wantIDs: []string{}, wantPending: []string{"a"},
 		},
 		{
-			name:        "no ring, min reached: first generation ordered by incarnation",
+			name:        "no ring, min reached: first generation",
 			in:          RingInput{Live: []Member{c, a, b}, MinWorld: 2},
 			wantChanged: true, wantGen: 1, wantIDs: []string{"a", "b", "c"}, wantJoined: []string{"a", "b", "c"},
 		},
 		{
-			name:        "incarnation orders before id",
+			name:        "admitted joiners take ranks in id order",
 			in:          RingInput{Live: []Member{mem("z", 1), mem("y", 2)}, MinWorld: 1},
-			wantChanged: true, wantGen: 1, wantIDs: []string{"z", "y"}, wantJoined: []string{"z", "y"},
+			wantChanged: true, wantGen: 1, wantIDs: []string{"y", "z"}, wantJoined: []string{"z", "y"},
 		},
 		{
 			name:    "unchanged",
@@ -86,6 +86,11 @@ func TestNextRing(t *testing.T) {
 			name:        "max world caps joiners",
 			in:          RingInput{Current: ring(1, a), Live: []Member{a, b, c, d}, MinWorld: 1, MaxWorld: 3, AtStepBoundary: true},
 			wantChanged: true, wantGen: 2, wantIDs: []string{"a", "b", "c"}, wantJoined: []string{"b", "c"}, wantPending: []string{"d"},
+		},
+		{
+			name:        "max world admits the earliest joiners",
+			in:          RingInput{Current: ring(1, a), Live: []Member{a, mem("x", 99), mem("y", 50), mem("z", 60)}, MinWorld: 1, MaxWorld: 3, AtStepBoundary: true},
+			wantChanged: true, wantGen: 2, wantIDs: []string{"a", "y", "z"}, wantJoined: []string{"y", "z"}, wantPending: []string{"x"},
 		},
 		{
 			name:    "max world full: joiner pending, unchanged",
