@@ -5,9 +5,11 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"os"
@@ -437,8 +439,7 @@ func contains(s []string, x string) bool {
 func TestResumeAfterAllWorkersDieIsBitwiseExact(t *testing.T) {
 	slow(t)
 	c := newCluster(t, "resume-ref")
-	s3dir := filepath.Join(c.dir, "s3")
-	srv, err := s3server.Start(context.Background(), s3dir)
+	srv, err := s3server.Start(context.Background(), filepath.Join(c.dir, "s3"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -485,19 +486,31 @@ func TestResumeAfterAllWorkersDieIsBitwiseExact(t *testing.T) {
 	c.kill("a-1")
 	killedAt := c.state("resume-kill").Step
 	// Flip a byte in the newest checkpoint's weights: it must be skipped.
-	newest := filepath.Join(s3dir, "ckpt", "runs", "resume-kill")
-	dirs, _ := filepath.Glob(filepath.Join(newest, "step-*"))
-	sort.Strings(dirs)
-	if len(dirs) < 2 {
-		t.Fatalf("want ≥ 2 checkpoints of the interrupted run by step %d, have %v", killedAt, dirs)
-	}
-	victim := filepath.Join(dirs[len(dirs)-1], "weights.safetensors")
-	b, err := os.ReadFile(victim)
+	objs, err := objstore.NewS3(context.Background(), objstore.S3Config{Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey,
+		PathStyle: true, DisableContentSHA256: true}, "ckpt")
 	if err != nil {
-		t.Fatalf("corrupting the newest checkpoint: %v", err)
+		t.Fatal(err)
+	}
+	killStore, err := checkpoint.NewStore(objs, checkpoint.StoreConfig{Prefix: "runs", Run: "resume-kill"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := killStore.List(context.Background())
+	if err != nil || len(entries) < 2 {
+		t.Fatalf("want ≥ 2 checkpoints of the interrupted run by step %d, have %d (%v)", killedAt, len(entries), err)
+	}
+	victim := entries[len(entries)-1].Dir + "weights.safetensors"
+	rc, err := objs.Get(context.Background(), victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
 	}
 	b[len(b)/2] ^= 0x40
-	if err := os.WriteFile(victim, b, 0o644); err != nil {
+	if err := objs.Put(context.Background(), victim, bytes.NewReader(b), int64(len(b))); err != nil {
 		t.Fatal(err)
 	}
 	worker("resume-kill", "b-0")
@@ -507,11 +520,6 @@ func TestResumeAfterAllWorkersDieIsBitwiseExact(t *testing.T) {
 		t.Fatalf("resumed workers did not report the skipped checkpoint and the resume:\n%s", log)
 	}
 
-	objs, err := objstore.NewS3(context.Background(), objstore.S3Config{Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey,
-		PathStyle: true, DisableContentSHA256: true}, "ckpt")
-	if err != nil {
-		t.Fatal(err)
-	}
 	final := func(run string) *checkpoint.Checkpoint {
 		st, err := checkpoint.NewStore(objs, checkpoint.StoreConfig{Prefix: "runs", Run: run})
 		if err != nil {
@@ -543,5 +551,5 @@ func TestResumeAfterAllWorkersDieIsBitwiseExact(t *testing.T) {
 		}
 	}
 	t.Logf("killed both workers at step %d, corrupted %s, resumed; final step %d weights and momentum bitwise equal to the uninterrupted run",
-		killedAt, filepath.Base(filepath.Dir(victim)), got.Manifest.Step)
+		killedAt, victim, got.Manifest.Step)
 }
