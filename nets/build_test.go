@@ -96,7 +96,7 @@ func TestBuildErrors(t *testing.T) {
 		{"resnet18", Config{Pooling: "avg"}, "only without the top"},
 		{"resnet18", Config{NoTop: true, Pooling: "sum"}, "must be avg or max"},
 		{"vgg11", Config{InputSize: 28}, "below its minimum of 32×32"},
-		{"googlenet", Config{AuxLogits: true}, "auxiliary"},
+		{"googlenet", Config{AuxLogits: true, NoTop: true}, "auxiliary"},
 		{"resnet18", Config{Classes: -1}, "classes"},
 	} {
 		_, err := Build(tc.net, tc.cfg)

@@ -9,7 +9,7 @@ import (
 func init() {
 	register(Spec{
 		Name:            "googlenet",
-		Description:     "GoogLeNet / Inception v1 (Szegedy et al. 2014), torchvision layout (BN, 3×3 in branch3), no aux classifiers",
+		Description:     "GoogLeNet / Inception v1 (Szegedy et al. 2014), torchvision layout (BN, 3×3 in branch3), optional aux classifiers",
 		DefaultInput:    224,
 		DefaultChannels: 3,
 		MinInput:        15,
@@ -45,10 +45,15 @@ func inception(in, c1, c3r, c3, c5r, c5, proj int) (*nn.Concat, int) {
 // buildGoogLeNet: conv1 7×7 s2 p3, maxpool1 3 s2 ceil, conv2 1×1, conv3 3×3,
 // maxpool2, inception3a, 3b, maxpool3, inception4a..4e, maxpool4 2 s2 ceil,
 // inception5a, 5b, avgpool (1,1), flatten, dropout 0.2, fc. Without the top
-// it ends after inception5b.
+// it ends after inception5b. With AuxLogits, taps after inception4a and 4d
+// run the auxiliary heads aux1/aux2 in training (see AuxHead).
 func buildGoogLeNet(cfg Config) (nn.Module, error) {
+	if cfg.AuxLogits && cfg.NoTop {
+		return nil, fmt.Errorf("googlenet: auxiliary classifiers need the top (AuxLogits with NoTop)")
+	}
+	var aux1, aux2 *AuxHead
 	if cfg.AuxLogits {
-		return nil, fmt.Errorf("googlenet: auxiliary classifiers are not supported yet (build without AuxLogits)")
+		aux1, aux2 = newAuxHead("aux1", 512, cfg.Classes), newAuxHead("aux2", 528, cfg.Classes)
 	}
 	root := nn.NewNamedSequential(
 		nn.Child{Name: "conv1", Module: basicConv2d(cfg.InChannels, 64, 7, 2, 3)},
@@ -67,9 +72,15 @@ func buildGoogLeNet(cfg Config) (nn.Module, error) {
 	add("inception3b", 128, 128, 192, 32, 96, 64)
 	root.AddNamed("maxpool3", nn.NewMaxPool2D(3, 2, 0, true))
 	add("inception4a", 192, 96, 208, 16, 48, 64)
+	if aux1 != nil {
+		root.AddNamed("aux1_tap", &auxTap{aux1})
+	}
 	add("inception4b", 160, 112, 224, 24, 64, 64)
 	add("inception4c", 128, 128, 256, 24, 64, 64)
 	add("inception4d", 112, 144, 288, 32, 64, 64)
+	if aux2 != nil {
+		root.AddNamed("aux2_tap", &auxTap{aux2})
+	}
 	add("inception4e", 256, 160, 320, 32, 128, 128)
 	root.AddNamed("maxpool4", nn.NewMaxPool2D(2, 2, 0, true))
 	add("inception5a", 256, 160, 320, 32, 128, 128)
@@ -77,6 +88,10 @@ func buildGoogLeNet(cfg Config) (nn.Module, error) {
 	if cfg.NoTop {
 		addGlobalPool(root, cfg)
 		return root, nil
+	}
+	if aux1 != nil {
+		root.AddNamed("aux1", &auxHolder{aux1})
+		root.AddNamed("aux2", &auxHolder{aux2})
 	}
 	root.AddNamed("avgpool", nn.NewAdaptiveAvgPool2D(1, 1))
 	root.AddNamed("flatten", nn.NewFlatten())

@@ -197,6 +197,21 @@ func TestKnownParamCounts(t *testing.T) {
 	}
 }
 
+func TestGoogLeNetAuxKeys(t *testing.T) {
+	ref := loadTorchvisionKeys(t)["googlenet+aux"]
+	m, err := Build("googlenet", Config{AuxLogits: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareState(t, "googlenet+aux", m.State, ref.keys)
+	if total, _ := m.NumParams(); total != ref.params {
+		t.Errorf("googlenet+aux: %d parameters, torchvision has %d", total, ref.params)
+	}
+	if n := len(AuxHeads(m)); n != 2 {
+		t.Errorf("googlenet+aux: %d aux heads, want 2", n)
+	}
+}
+
 func TestVGG16NoTopKeys(t *testing.T) {
 	ref := loadTorchvisionKeys(t)["vgg16_notop"]
 	m, err := Build("vgg16", Config{NoTop: true})

@@ -155,7 +155,8 @@ func checkNumerics(t *testing.T, f *fixture) {
 	classes, _ := strconv.Atoi(f.meta["classes"])
 	x := f.tensors["input"]
 	xs := f.shapes["input"]
-	m, _, _, err := assemble(net, Config{Classes: classes, InputSize: size, InChannels: xs[1]})
+	base, aux := strings.CutSuffix(net, "+aux") // googlenet+aux: AuxLogits
+	m, _, _, err := assemble(base, Config{Classes: classes, InputSize: size, InChannels: xs[1], AuxLogits: aux})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,6 +213,24 @@ func checkNumerics(t *testing.T, f *fixture) {
 	loss, err := ce.Forward(y, labels)
 	if err != nil {
 		t.Fatal(err)
+	}
+	heads := AuxHeads(m)
+	if aux != (len(heads) == 2) {
+		t.Fatalf("%s: %d aux heads", net, len(heads))
+	}
+	for _, h := range heads { // loss += 0.3·CE(aux), as torchvision's reference training
+		check(h.Name+"_train", h.Logits().Float32s())
+		var hce nn.CrossEntropy
+		l, err := hce.Forward(h.Logits(), labels)
+		if err != nil {
+			t.Fatal(err)
+		}
+		loss += 0.3 * l
+		g := hce.Backward()
+		for i, v := range g.Float32s() {
+			g.Float32s()[i] = 0.3 * v
+		}
+		h.SetGrad(g)
 	}
 	if want, _ := strconv.ParseFloat(f.meta["loss"], 64); math.Abs(float64(loss)-want) > numericsTol*math.Max(1, math.Abs(want)) {
 		t.Errorf("%s loss %v, PyTorch %v", net, loss, want)
@@ -275,8 +294,9 @@ var numericsCases = []struct {
 	input int
 	slow  bool
 }{
-	{"googlenet", 64, false},
+	{"googlenet+aux", 64, false},
 	{"densenet121", 64, false},
+	{"googlenet", 64, true},
 	{"alexnet-2012", 67, true},
 	{"nin", 67, true},
 	{"resnet50", 64, true},

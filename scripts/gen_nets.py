@@ -211,7 +211,17 @@ def run_case(m, x, labels, max_grad):
             mod.p = 0.0
     m.train()
     logits = m(x)
+    aux = []
+    if not torch.is_tensor(logits):
+        # GoogLeNet with aux_logits. torchvision 0.14's _forward returns
+        # (x, aux2, aux1) but forward unpacks it as (x, aux1, aux2), so the
+        # field aux_logits2 holds self.aux1's output: take them by position.
+        logits, aux1, aux2 = logits
+        aux = [("aux1", aux1), ("aux2", aux2)]
     loss = nn.functional.cross_entropy(logits, labels)
+    for name, a in aux:  # torchvision's reference training weights aux losses 0.3
+        loss = loss + 0.3 * nn.functional.cross_entropy(a, labels)
+        out[name + "_train"] = a.detach().double().numpy()
     loss.backward()
     out["logits_train"] = logits.detach().double().numpy()
     named = [(k, p) for k, p in m.named_parameters()]
@@ -221,6 +231,8 @@ def run_case(m, x, labels, max_grad):
     bns = [k for k, p in named if p.dim() == 1 and k.endswith("weight")]
     if bns:
         pick += [bns[0], bns[-1]]
+    if aux:
+        pick += ["aux1.fc2.weight", "aux2.conv.conv.weight", "aux1.conv.bn.weight"]
     params = dict(named)
     for k in pick:
         out["grad." + k] = params[k].grad.double().numpy()
