@@ -422,6 +422,10 @@ func (w *clusterWorker) trainGeneration(ctx context.Context, ring coordinator.Ri
 		return err
 	}
 	log.Info("ring formed", "step", w.rep.Step, "epoch", w.rep.Pos.Epoch, "state_from_rank", root, "was_at_step", before)
+	if err := w.rep.Overlap(comm, 25<<20, nil); err != nil {
+		return err
+	}
+	defer w.rep.CloseOverlap()
 	if src, ok := w.rep.Data.(*StreamSource); ok {
 		feed, err := src.Open(w.rep.Sampler, w.rep.Pos, len(addrs), rank, true)
 		if err != nil {

@@ -45,6 +45,11 @@ type Replica struct {
 	// batch (all ranks' samples): exact-once accounting across failures.
 	OnGlobalBatch func(step, epoch int, idx []int32)
 
+	// reducer overlaps the gradient all-reduce with backward (DDP buckets);
+	// nil reduces the whole arena after backward.
+	reducer  *allreduce.Reducer
+	paramIdx map[*nn.Param]int
+
 	st      nn.State
 	pcg     *rand.PCG
 	loss    nn.CrossEntropy
@@ -159,7 +164,13 @@ func (r *Replica) TrainStep(ctx context.Context, comm allreduce.Communicator) (S
 		stats.Compute = time.Since(t1)
 	}
 	tc := time.Now()
-	if err := comm.AllReduce(ctx, m.Grad, allreduce.Sum); err != nil {
+	var err error
+	if r.reducer != nil {
+		err = r.reducer.Wait(ctx)
+	} else {
+		err = comm.AllReduce(ctx, m.Grad, allreduce.Sum)
+	}
+	if err != nil {
 		r.restoreBuffers()
 		return stats, fmt.Errorf("step %d: gradient all-reduce: %w", r.Step, err)
 	}
@@ -182,6 +193,43 @@ func (r *Replica) TrainStep(ctx context.Context, comm allreduce.Communicator) (S
 	r.Pos = r.Sampler.Next(r.Pos)
 	stats.EpochDone = r.Pos.Epoch != prev
 	return stats, nil
+}
+
+// Overlap makes the gradient all-reduce of comm overlap backward: trainable
+// parameters' gradients are grouped into buckets of bucketBytes in reverse
+// layer order, and each bucket is reduced as soon as backward has produced
+// it. Call it for every new ring; Close releases it.
+func (r *Replica) Overlap(comm allreduce.Communicator, bucketBytes int, hook allreduce.CompressionHook) error {
+	r.CloseOverlap()
+	var segs []allreduce.Segment
+	r.paramIdx = map[*nn.Param]int{}
+	off := 0
+	for _, p := range r.Model.Weights {
+		if p.Trainable {
+			r.paramIdx[p] = len(segs)
+			segs = append(segs, allreduce.Segment{Name: p.Name, Offset: off, Len: len(p.Data)})
+		}
+		off += len(p.Data)
+	}
+	red, err := allreduce.NewReducer(comm, r.Model.Grad, segs, bucketBytes, hook, allreduce.Sum)
+	if err != nil {
+		return err
+	}
+	r.reducer = red
+	r.st.GradReady = func(p *nn.Param) {
+		if i, ok := r.paramIdx[p]; ok {
+			red.GradReady(i)
+		}
+	}
+	return nil
+}
+
+// CloseOverlap stops the bucketed reducer; steps reduce after backward.
+func (r *Replica) CloseOverlap() {
+	if r.reducer != nil {
+		r.reducer.Close()
+		r.reducer, r.st.GradReady = nil, nil
+	}
 }
 
 // buffers are BN running statistics: rank 0's are broadcast after every

@@ -151,3 +151,35 @@ func TestElasticCoverageAndSync(t *testing.T) {
 		t.Fatalf("position after the epoch: %+v", reps[0].Pos)
 	}
 }
+
+// Bucketed all-reduce overlapping backward trains like reducing after
+// backward: replicas stay identical and end where the plain path ends.
+func TestOverlappedBucketsMatchPlainReduce(t *testing.T) {
+	src := mnistSource(t)
+	s := dataset.Sampler{N: src.Len(), GlobalBatch: 60, Shuffle: true}
+	plain := newReplicas(t, 3, src, s)
+	runSteps(t, plain, allreduce.NewMemGroup(3, allreduce.Options{}), 10)
+
+	over := newReplicas(t, 3, src, s)
+	comms := allreduce.NewMemGroup(3, allreduce.Options{})
+	for i, r := range over {
+		// 16 KiB buckets split LeNet into several buckets.
+		if err := r.Overlap(comms[i], 16<<10, nil); err != nil {
+			t.Fatal(err)
+		}
+		defer r.CloseOverlap()
+	}
+	if n := len(over[0].reducer.Buckets()); n < 3 {
+		t.Fatalf("only %d buckets: the test would not exercise overlap", n)
+	}
+	runSteps(t, over, comms, 10)
+	a, b := plain[0].Model.Data, over[0].Model.Data
+	var maxDiff float64
+	for i := range a {
+		maxDiff = math.Max(maxDiff, math.Abs(float64(a[i]-b[i])))
+	}
+	if maxDiff > 1e-5 {
+		t.Fatalf("overlapped vs plain after 10 steps: max |Δw| = %g", maxDiff)
+	}
+	t.Logf("%d buckets; max |Δw| overlapped vs plain: %g", len(over[0].reducer.Buckets()), maxDiff)
+}
