@@ -194,7 +194,13 @@ func localCluster(o localOptions, spec coordinator.JobSpec) error {
 	if _, err := coord.SubmitJob(ctx, specJSON); err != nil {
 		return err
 	}
-	return watchLocal(ctx, cli, events, exited, *workers, spec, time.Now())
+	if err := watchLocal(ctx, cli, events, exited, *workers, spec, time.Now()); err != nil {
+		return err
+	}
+	if o.dir != "" {
+		fmt.Fprintf(os.Stderr, "checkpoints: %s/%s in the embedded S3, stored under %s\n", spec.Checkpoint.URI, spec.Name, filepath.Join(stateDir, "s3"))
+	}
+	return nil
 }
 
 // waitMembers waits until n workers are registered in the job.
@@ -220,7 +226,12 @@ func waitMembers(ctx context.Context, cli *clientv3.Client, job string, n int, e
 // watchLocal draws the run: a progress bar over all steps with loss and
 // throughput, a line per membership change and evaluation.
 func watchLocal(ctx context.Context, cli *clientv3.Client, events <-chan coordinator.Event, exited <-chan error, workers int, spec coordinator.JobSpec, start time.Time) error {
-	const trainN = 60000
+	// The built-in datasets have 60,000 training images; for others the
+	// bar counts steps without a total.
+	trainN := 0
+	if strings.HasPrefix(spec.Dataset.URI, "builtin:") {
+		trainN = 60000
+	}
 	stepsPerEpoch := (trainN + spec.GlobalBatchSize - 1) / spec.GlobalBatchSize
 	total := int64(stepsPerEpoch * spec.Epochs)
 	bar := progress.New(os.Stderr, "train", total, "step")
@@ -245,7 +256,7 @@ func watchLocal(ctx context.Context, cli *clientv3.Client, events <-chan coordin
 				}
 				el := time.Since(start).Seconds()
 				fmt.Printf("result net=%s dataset=%s workers=%d epochs=%d test_accuracy=%.4f seconds=%.1f img_per_s=%.1f\n",
-					spec.Net, strings.TrimPrefix(spec.Dataset.URI, "builtin:"), workers, spec.Epochs, lastAcc, el, float64(trainN*spec.Epochs)/el)
+					spec.Net, strings.TrimPrefix(spec.Dataset.URI, "builtin:"), workers, spec.Epochs, lastAcc, el, float64(done)*float64(spec.GlobalBatchSize)/el)
 				return nil
 			}
 		case ev := <-events:
