@@ -9,21 +9,21 @@ import "golang.org/x/sys/cpu"
 // sgemmKernelAVX512 is the 12×32 AVX-512 micro-kernel (sgemm_amd64.s).
 //
 //go:noescape
-func sgemmKernelAVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
+func sgemmKernelAVX512(k int, a, b *float32, ldb int, c *float32, ldc int, alpha, beta float32)
 
 // sgemmKernelAVX512R8 and sgemmKernelAVX512R4 are its 8- and 4-row edge
 // variants (Ã still packed 12 wide).
 //
 //go:noescape
-func sgemmKernelAVX512R8(k int, a, b, c *float32, ldc int, alpha, beta float32)
+func sgemmKernelAVX512R8(k int, a, b *float32, ldb int, c *float32, ldc int, alpha, beta float32)
 
 //go:noescape
-func sgemmKernelAVX512R4(k int, a, b, c *float32, ldc int, alpha, beta float32)
+func sgemmKernelAVX512R4(k int, a, b *float32, ldb int, c *float32, ldc int, alpha, beta float32)
 
 // sgemmKernelAVX2 is the 6×16 AVX2/FMA micro-kernel (sgemm_amd64.s).
 //
 //go:noescape
-func sgemmKernelAVX2(k int, a, b, c *float32, ldc int, alpha, beta float32)
+func sgemmKernelAVX2(k int, a, b *float32, ldb int, c *float32, ldc int, alpha, beta float32)
 
 var (
 	avx512Kernel = &microKernel{name: PathAVX512, mr: 12, nr: 32, mc: 96, kc: 512, nc: 4096, fn: sgemmKernelAVX512,

@@ -27,7 +27,7 @@ type microKernel struct {
 	rows map[int]kernelFunc
 }
 
-type kernelFunc func(k int, a, b, c *float32, ldc int, alpha, beta float32)
+type kernelFunc func(k int, a, b *float32, ldb int, c *float32, ldc int, alpha, beta float32)
 
 // edge returns the kernel for an edge tile of r < mr rows: the smallest
 // row-variant with at least r rows (exact when it has r), else fn.
@@ -111,15 +111,16 @@ func KernelPaths() []string {
 
 // sgemmKernelGeneric is the portable 4×4 micro-kernel. It runs as two 2×4
 // halves so the eight accumulators plus operands fit in 16 registers
-// (amd64's X0–X15) without spilling; the B̃ panel is re-read from L1.
-func sgemmKernelGeneric(k int, a, b, c *float32, ldc int, alpha, beta float32) {
+// (amd64's X0–X15) without spilling; B's rows are re-read from L1.
+func sgemmKernelGeneric(k int, a, b *float32, ldb int, c *float32, ldc int, alpha, beta float32) {
 	as := unsafe.Slice(a, 4*k)
-	bs := unsafe.Slice(b, 4*k)
+	bs := unsafe.Slice(b, (k-1)*ldb+4)
 	cs := unsafe.Slice(c, 3*ldc+4)
 	for half := 0; half < 2; half++ {
 		var c00, c01, c02, c03, c10, c11, c12, c13 float32
-		ap, bp := as[2*half:], bs
-		for len(ap) >= 2 && len(bp) >= 4 {
+		for l := 0; l < k; l++ {
+			ap := as[4*l+2*half : 4*l+2*half+2 : 4*l+2*half+2]
+			bp := bs[l*ldb : l*ldb+4 : l*ldb+4]
 			a0, a1 := ap[0], ap[1]
 			b0, b1, b2, b3 := bp[0], bp[1], bp[2], bp[3]
 			c00 += a0 * b0
@@ -130,10 +131,6 @@ func sgemmKernelGeneric(k int, a, b, c *float32, ldc int, alpha, beta float32) {
 			c11 += a1 * b1
 			c12 += a1 * b2
 			c13 += a1 * b3
-			if len(ap) < 4 {
-				break
-			}
-			ap, bp = ap[4:], bp[4:]
 		}
 		storeRow4(cs[2*half*ldc:], c00, c01, c02, c03, alpha, beta)
 		storeRow4(cs[(2*half+1)*ldc:], c10, c11, c12, c13, alpha, beta)

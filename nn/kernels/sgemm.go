@@ -28,7 +28,7 @@ func (p *Pool) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float3
 		sgemmNaive(transA, transB, 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	pl := planGemm(m, n, k, p.Threads(), p.kernel())
+	pl := planGemm(transB, m, n, k, p.Threads(), p.kernel())
 	p.sgemmPlanned(pl, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
@@ -42,6 +42,7 @@ func (p *Pool) sgemmPlanned(pl gemmPlan, transA, transB bool, m, n, k int, alpha
 	job := p.getJob(kern)
 	job.set(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 	job.kcb = balancedBlock(k, kern.kc)
+	job.directB = pl.directB
 	job.assign(pl)
 	if pl.mode != splitShared {
 		job.phase = phaseAll
@@ -86,6 +87,9 @@ const (
 // gemmPlan is planGemm's choice: a split mode and how many threads to use.
 type gemmPlan struct {
 	mode, threads int
+	// directB: the kernel reads B (not transposed) in place, ldb apart, for
+	// full-width column tiles; only the last partial tile is packed.
+	directB bool
 }
 
 // Cost model constants, in FLOP-equivalents of one thread's time: packing
@@ -97,11 +101,26 @@ const (
 	costFork  = 2_000_000
 )
 
+// directBMaxM is the largest m for which reading B in place beats packing
+// it: packing costs O(k·n) once per call and pays off only when the m/mr
+// row tiles reuse it often (measured single-thread, Zen 5: m=64 n=3136
+// k=576 90→160 GFLOP/s, m=512 cube +8 %, m=2048 cube −4 %).
+const directBMaxM = 1024
+
 // planGemm picks the split that minimises the busiest thread's modelled
 // time: its micro-tile FLOPs (whole tiles, so imbalance counts) plus its
 // packing, plus fork-joins. It is a pure function of the shape.
-func planGemm(m, n, k, threads int, kern *microKernel) gemmPlan {
+func planGemm(transB bool, m, n, k, threads int, kern *microKernel) gemmPlan {
 	mr, nr := kern.mr, kern.nr
+	directB := !transB && m <= directBMaxM
+	rowStep := mr // rows an edge tile really computes: the smallest row variant
+	for r := range kern.rows {
+		rowStep = min(rowStep, r)
+	}
+	packB := float64(costPackB)
+	if directB {
+		packB = 0 // only the last partial micro-panel is packed
+	}
 	mt, nt := (m+mr-1)/mr, (n+nr-1)/nr
 	kBlocks := float64((k + kern.kc - 1) / kern.kc)
 	fk := float64(k)
@@ -110,26 +129,26 @@ func planGemm(m, n, k, threads int, kern *microKernel) gemmPlan {
 		case splitN:
 			cols := float64((nt + t - 1) / t * nr)
 			nBlocks := float64((int(cols) + kern.nc - 1) / kern.nc)
-			return 2*float64(roundUp(m, mr))*cols*fk + costPackA*float64(m)*fk*nBlocks + costPackB*fk*cols + costFork*float64(min(t-1, 1))
+			return 2*float64(roundUp(m, rowStep))*cols*fk + costPackA*float64(m)*fk*nBlocks + packB*fk*cols + costFork*float64(min(t-1, 1))
 		case splitM:
 			rows := float64((mt + t - 1) / t * mr)
 			nBlocks := float64((n + kern.nc - 1) / kern.nc)
-			return 2*rows*float64(roundUp(n, nr))*fk + costPackA*rows*fk*nBlocks + costPackB*fk*float64(n) + costFork*float64(min(t-1, 1))
+			return 2*rows*float64(roundUp(n, nr))*fk + costPackA*rows*fk*nBlocks + packB*fk*float64(n) + costFork*float64(min(t-1, 1))
 		default: // splitShared
 			rows := float64((mt + t - 1) / t * mr)
 			nBlocks := float64((n + kern.nc - 1) / kern.nc)
 			return 2*rows*float64(roundUp(n, nr))*fk + costPackA*rows*fk*nBlocks + costPackB*fk*float64(n)/float64(t) + costFork*2*kBlocks*nBlocks
 		}
 	}
-	best := gemmPlan{mode: splitN, threads: 1}
+	best := gemmPlan{mode: splitN, threads: 1, directB: directB}
 	bestCost := cost(splitN, 1)
 	for t := 2; t <= threads; t++ {
 		for _, mode := range []int{splitN, splitM, splitShared} {
-			if (mode == splitN && t > nt) || (mode != splitN && t > mt) {
+			if (mode == splitN && t > nt) || (mode != splitN && t > mt) || (mode == splitShared && directB) {
 				continue
 			}
 			if c := cost(mode, t); c < bestCost {
-				best, bestCost = gemmPlan{mode: mode, threads: t}, c
+				best, bestCost = gemmPlan{mode: mode, threads: t, directB: directB}, c
 			}
 		}
 	}
@@ -155,6 +174,7 @@ type gemmJob struct {
 	parts          []*gemmPart
 	wg             sync.WaitGroup
 
+	directB        bool
 	kcb            int // kc block: ≤ kern.kc, splitting k evenly
 	phase          int
 	jc, nc, pc, kc int       // current block in splitShared
@@ -221,20 +241,27 @@ func (pt *gemmPart) exec() {
 		return
 	}
 	// phaseAll: the BLIS loops over the part's own block; for each nc-wide
-	// column block and kc-deep slice, pack B̃ once, then multiply.
+	// column block and kc-deep slice, pack B̃ once (directB: only its last,
+	// partial micro-panel), then multiply.
 	for jc := pt.n0; jc < pt.n1; jc += kern.nc {
 		nc := min(kern.nc, pt.n1-jc)
 		for pc := 0; pc < j.k; pc += j.kcb {
 			kc := min(j.kcb, j.k-pc)
-			pt.packB = grow(pt.packB, kc*roundUp(nc, kern.nr))
-			packB(pt.packB, j.transB, j.b, j.ldb, pc, kc, jc, nc, kern.nr)
+			if !j.directB {
+				pt.packB = grow(pt.packB, kc*roundUp(nc, kern.nr))
+				packB(pt.packB, j.transB, j.b, j.ldb, pc, kc, jc, nc, kern.nr)
+			} else if rem := nc % kern.nr; rem != 0 {
+				pt.packB = grow(pt.packB, kc*kern.nr)
+				packB(pt.packB, false, j.b, j.ldb, pc, kc, jc+nc-rem, rem, kern.nr)
+			}
 			pt.multiply(pt.packB, jc, nc, pc, kc)
 		}
 	}
 }
 
-// multiply does rows [m0,m1) of C[:, jc:jc+nc] += Ã[:, pc:pc+kc]·bp, with bp
-// the packed B̃ block: for each mc-tall row block pack Ã, then sweep
+// multiply does rows [m0,m1) of C[:, jc:jc+nc] += Ã[:, pc:pc+kc]·B̃, with bp
+// the packed B̃ block (directB: B read in place, bp holding only the last
+// partial micro-panel): for each mc-tall row block pack Ã, then sweep
 // micro-tiles, B̃ micro-panel outer so it stays close while Ã micro-panels
 // stream from L2. The first kc slice applies beta, later ones accumulate.
 func (pt *gemmPart) multiply(bp []float32, jc, nc, pc, kc int) {
@@ -251,21 +278,30 @@ func (pt *gemmPart) multiply(bp []float32, jc, nc, pc, kc int) {
 		packA(pt.packA, j.transA, j.a, j.lda, ic, mc, pc, kc, mr)
 		for jr := 0; jr < nc; jr += nr {
 			nrr := min(nr, nc-jr)
-			b := &bp[jr*kc]
+			var b *float32
+			ldb := nr
+			switch {
+			case j.directB && nrr == nr:
+				b, ldb = &j.b[pc*j.ldb+jc+jr], j.ldb
+			case j.directB:
+				b = &bp[0]
+			default:
+				b = &bp[jr*kc]
+			}
 			for ir := 0; ir < mc; ir += mr {
 				mrr := min(mr, mc-ir)
 				a := &pt.packA[ir*kc]
 				ci := (ic+ir)*j.ldc + jc + jr
 				if mrr == mr && nrr == nr {
-					kern.fn(kc, a, b, &j.c[ci], j.ldc, j.alpha, beta)
+					kern.fn(kc, a, b, ldb, &j.c[ci], j.ldc, j.alpha, beta)
 					continue
 				}
 				fn, exact := kern.edge(mrr)
 				if exact && nrr == nr {
-					fn(kc, a, b, &j.c[ci], j.ldc, j.alpha, beta)
+					fn(kc, a, b, ldb, &j.c[ci], j.ldc, j.alpha, beta)
 					continue
 				}
-				fn(kc, a, b, &pt.tile[0], nr, 1, 0)
+				fn(kc, a, b, ldb, &pt.tile[0], nr, 1, 0)
 				mergeTile(pt.tile, nr, mrr, nrr, j.alpha, beta, j.c[ci:], j.ldc)
 			}
 		}

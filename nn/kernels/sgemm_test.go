@@ -332,7 +332,7 @@ func BenchmarkMicroKernel(b *testing.B) {
 				b.ReportAllocs()
 				cpu0 := processCPUTime()
 				for b.Loop() {
-					kern.fn(k, &ap[0], &bp[0], &c[0], kern.nr, 1, 1)
+					kern.fn(k, &ap[0], &bp[0], kern.nr, &c[0], kern.nr, 1, 1)
 				}
 				flops := 2 * float64(kern.mr*kern.nr*k) * float64(b.N)
 				b.ReportMetric(flops/b.Elapsed().Seconds()/1e9, "GFLOP/s")
