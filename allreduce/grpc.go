@@ -519,7 +519,13 @@ func (l *grpcLink) writeLoop(cs grpc.ClientStream) {
 	for {
 		select {
 		case msg = <-l.out:
-			if err := cs.SendMsg(&msg); err != nil {
+			err := cs.SendMsg(&msg)
+			if msg.owner != nil && msg.view == nil {
+				// Queued in gRPC's stream, ahead of any half-close. (A view
+				// is released by the codec once gRPC has written it.)
+				msg.owner.release()
+			}
+			if err != nil {
 				if err != io.EOF { // on EOF watchRight reports the status
 					l.outDown.fail(fmt.Errorf("sending: %w", err))
 					l.shutdown(err)

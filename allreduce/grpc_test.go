@@ -32,8 +32,34 @@ func listeners(t testing.TB, n int) ([]net.Listener, []string) {
 	return ls, addrs
 }
 
+type dialFunc func(context.Context, RingConfig) (Communicator, error)
+
+type netTransport struct {
+	name string
+	dial dialFunc
+}
+
+// netTransports are the networked transports every network test runs on.
+func netTransports() []netTransport {
+	return []netTransport{{"grpc", DialRing}, {"tcp", DialRingTCP}}
+}
+
+func dialByName(name string) dialFunc {
+	for _, tr := range netTransports() {
+		if tr.name == name {
+			return tr.dial
+		}
+	}
+	panic("unknown transport " + name)
+}
+
 // grpcGroup forms a gRPC ring of n ranks inside this process.
 func grpcGroup(t testing.TB, n int, gen uint64, opt Options) []Communicator {
+	return netGroup(t, DialRing, n, gen, opt)
+}
+
+// netGroup forms a ring of n ranks inside this process.
+func netGroup(t testing.TB, dial dialFunc, n int, gen uint64, opt Options) []Communicator {
 	t.Helper()
 	ls, addrs := listeners(t, n)
 	comms := make([]Communicator, n)
@@ -45,7 +71,7 @@ func grpcGroup(t testing.TB, n int, gen uint64, opt Options) []Communicator {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			comms[i], errs[i] = DialRing(ctx, RingConfig{Rank: i, Addrs: addrs, Generation: gen, Listener: ls[i], Options: opt})
+			comms[i], errs[i] = dial(ctx, RingConfig{Rank: i, Addrs: addrs, Generation: gen, Listener: ls[i], Options: opt})
 		}()
 	}
 	wg.Wait()
@@ -62,14 +88,20 @@ func grpcGroup(t testing.TB, n int, gen uint64, opt Options) []Communicator {
 	return comms
 }
 
-func TestAllReduceGRPCProperty(t *testing.T) {
+func TestAllReduceNetProperty(t *testing.T) {
+	for _, tr := range netTransports() {
+		t.Run(tr.name, func(t *testing.T) { xTestAllReduceNetProperty(t, tr.dial, tr.name) })
+	}
+}
+
+func xTestAllReduceNetProperty(t *testing.T, dial dialFunc, trName string) {
 	checkNoLeak(t)
 	rng := rand.New(rand.NewPCG(11, 12))
 	ctx := context.Background()
 	for iter := 0; iter < 8; iter++ {
 		n := 1 + rng.IntN(8)
 		sub := []int{256, 4 << 10, 40 << 10, 512 << 10}[rng.IntN(4)]
-		comms := grpcGroup(t, n, uint64(iter+1), Options{SubChunkBytes: sub, Timeout: 10 * time.Second})
+		comms := netGroup(t, dial, n, uint64(iter+1), Options{SubChunkBytes: sub, Timeout: 10 * time.Second})
 		for rep := 0; rep < 4; rep++ {
 			L := rng.IntN(20000)
 			if rep == 3 {
@@ -119,12 +151,18 @@ func TestAllReduceGRPCProperty(t *testing.T) {
 
 // Ranks that close right after their last collective, while others are
 // still finishing theirs, do not make anyone fail: Close is graceful.
-func TestGRPCCloseAfterLastCollective(t *testing.T) {
+func TestNetCloseAfterLastCollective(t *testing.T) {
+	for _, tr := range netTransports() {
+		t.Run(tr.name, func(t *testing.T) { xTestNetCloseAfterLastCollective(t, tr.dial, tr.name) })
+	}
+}
+
+func xTestNetCloseAfterLastCollective(t *testing.T, dial dialFunc, trName string) {
 	checkNoLeak(t)
 	rng := rand.New(rand.NewPCG(15, 16))
 	for iter := 0; iter < 5; iter++ {
 		n := 2 + rng.IntN(4)
-		comms := grpcGroup(t, n, 1, Options{SubChunkBytes: 4096})
+		comms := netGroup(t, dial, n, 1, Options{SubChunkBytes: 4096})
 		delays := make([]time.Duration, n)
 		for r := range delays {
 			delays[r] = time.Duration(rng.IntN(20)) * time.Millisecond
@@ -148,7 +186,13 @@ func TestGRPCCloseAfterLastCollective(t *testing.T) {
 }
 
 // A rank of another generation is refused at the handshake.
-func TestGRPCGenerationMismatch(t *testing.T) {
+func TestNetGenerationMismatch(t *testing.T) {
+	for _, tr := range netTransports() {
+		t.Run(tr.name, func(t *testing.T) { xTestNetGenerationMismatch(t, tr.dial, tr.name) })
+	}
+}
+
+func xTestNetGenerationMismatch(t *testing.T, dial dialFunc, trName string) {
 	checkNoLeak(t)
 	ls, addrs := listeners(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -160,7 +204,7 @@ func TestGRPCGenerationMismatch(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			comms[i], errs[i] = DialRing(ctx, RingConfig{Rank: i, Addrs: addrs, Generation: uint64(5 + i), Listener: ls[i]})
+			comms[i], errs[i] = dial(ctx, RingConfig{Rank: i, Addrs: addrs, Generation: uint64(5 + i), Listener: ls[i]})
 		}()
 	}
 	wg.Wait()
@@ -217,7 +261,7 @@ func childRank() int {
 	addrs := strings.Split(os.Getenv("AR_ADDRS"), ",")
 	timeout, _ := time.ParseDuration(os.Getenv("AR_TIMEOUT"))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	c, err := DialRing(ctx, RingConfig{Rank: rank, Addrs: addrs, Generation: 7, Options: Options{Timeout: timeout}})
+	c, err := dialByName(os.Getenv("AR_TRANSPORT"))(ctx, RingConfig{Rank: rank, Addrs: addrs, Generation: 7, Options: Options{Timeout: timeout}})
 	cancel()
 	if err != nil {
 		fmt.Println("DIALERR", err)
@@ -242,7 +286,7 @@ type child struct {
 	lines chan string
 }
 
-func startRanks(t *testing.T, n int, timeout time.Duration) []*child {
+func startRanks(t *testing.T, trName string, n int, timeout time.Duration) []*child {
 	t.Helper()
 	ls, addrs := listeners(t, n)
 	for _, l := range ls {
@@ -252,7 +296,7 @@ func startRanks(t *testing.T, n int, timeout time.Duration) []*child {
 	for i := range kids {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), childEnv+"=1", fmt.Sprintf("AR_RANK=%d", i),
-			"AR_ADDRS="+strings.Join(addrs, ","), "AR_TIMEOUT="+timeout.String())
+			"AR_ADDRS="+strings.Join(addrs, ","), "AR_TIMEOUT="+timeout.String(), "AR_TRANSPORT="+trName)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -312,12 +356,18 @@ func expectErrors(t *testing.T, kids []*child, victim int, limit time.Duration, 
 }
 
 // A rank killed mid-operation makes every other rank fail fast.
-func TestGRPCKilledProcess(t *testing.T) {
+func TestNetKilledProcess(t *testing.T) {
+	for _, tr := range netTransports() {
+		t.Run(tr.name, func(t *testing.T) { xTestNetKilledProcess(t, tr.dial, tr.name) })
+	}
+}
+
+func xTestNetKilledProcess(t *testing.T, dial dialFunc, trName string) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
 	const n, victim = 4, 2
-	kids := startRanks(t, n, 5*time.Second)
+	kids := startRanks(t, trName, n, 5*time.Second)
 	time.Sleep(300 * time.Millisecond) // let a few all-reduces run
 	start := time.Now()
 	kids[victim].cmd.Process.Kill()
@@ -326,13 +376,19 @@ func TestGRPCKilledProcess(t *testing.T) {
 }
 
 // A stalled rank (SIGSTOP) makes every other rank fail within the timeout.
-func TestGRPCStalledProcess(t *testing.T) {
+func TestNetStalledProcess(t *testing.T) {
+	for _, tr := range netTransports() {
+		t.Run(tr.name, func(t *testing.T) { xTestNetStalledProcess(t, tr.dial, tr.name) })
+	}
+}
+
+func xTestNetStalledProcess(t *testing.T, dial dialFunc, trName string) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
 	const n, victim = 3, 1
 	timeout := 1500 * time.Millisecond
-	kids := startRanks(t, n, timeout)
+	kids := startRanks(t, trName, n, timeout)
 	time.Sleep(300 * time.Millisecond)
 	start := time.Now()
 	if err := kids[victim].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
@@ -343,34 +399,36 @@ func TestGRPCStalledProcess(t *testing.T) {
 	t.Logf("all survivors failed %v after the stall", time.Since(start))
 }
 
-func BenchmarkAllReduceGRPC(b *testing.B) {
-	for _, n := range []int{2, 4} {
-		b.Run(fmt.Sprintf("world%d-16MiB", n), func(b *testing.B) {
-			comms := grpcGroup(b, n, 1, Options{})
-			defer closeAll(comms)
-			bufs := make([][]float32, n)
-			for r := range bufs {
-				bufs[r] = make([]float32, 4<<20)
-			}
-			ctx := context.Background()
-			step := func() {
-				errs := runAll(comms, func(c Communicator) error { return c.AllReduce(ctx, bufs[c.Rank()], Sum) })
-				for _, err := range errs {
-					if err != nil {
-						b.Fatal(err)
+func BenchmarkAllReduceNet(b *testing.B) {
+	for _, tr := range netTransports() {
+		for _, n := range []int{2, 4} {
+			b.Run(fmt.Sprintf("%s-world%d-16MiB", tr.name, n), func(b *testing.B) {
+				comms := netGroup(b, tr.dial, n, 1, Options{})
+				defer closeAll(comms)
+				bufs := make([][]float32, n)
+				for r := range bufs {
+					bufs[r] = make([]float32, 4<<20)
+				}
+				ctx := context.Background()
+				step := func() {
+					errs := runAll(comms, func(c Communicator) error { return c.AllReduce(ctx, bufs[c.Rank()], Sum) })
+					for _, err := range errs {
+						if err != nil {
+							b.Fatal(err)
+						}
 					}
 				}
-			}
-			step() // warm the pools
-			b.SetBytes(16 << 20)
-			b.ReportAllocs()
-			b.ResetTimer()
-			cpu0 := cpuTime()
-			for i := 0; i < b.N; i++ {
-				step()
-			}
-			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N)/1e6, "cpu-ms/op")
-		})
+				step() // warm the pools
+				b.SetBytes(16 << 20)
+				b.ReportAllocs()
+				b.ResetTimer()
+				cpu0 := cpuTime()
+				for i := 0; i < b.N; i++ {
+					step()
+				}
+				b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N)/1e6, "cpu-ms/op")
+			})
+		}
 	}
 }
 

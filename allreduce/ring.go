@@ -336,22 +336,25 @@ func (r *ring) contiguous(f frame) frame {
 }
 
 // send hands fb to the right neighbour, blocking while the link is full.
+// The frame is tracked until written (see waitSent).
 func (r *ring) send(ctx context.Context, op string, fb *[]byte, what string) error {
+	r.views.borrow()
+	f := frame{b: fb, owner: r.views}
 	select {
-	case r.p.out <- frame{b: fb}:
+	case r.p.out <- f:
 		r.progress(false)
 		return nil
 	case <-ctx.Done():
-		r.p.pool.Put(fb)
+		r.release(f)
 		return r.ctxErr(op, ctx)
 	case <-r.timer.C:
-		r.p.pool.Put(fb)
+		r.release(f)
 		return r.timeoutErr(op, false, true, what)
 	case <-r.p.outDown:
-		r.p.pool.Put(fb)
+		r.release(f)
 		return r.downErr(op, false)
 	case <-r.closed:
-		r.p.pool.Put(fb)
+		r.release(f)
 		return r.closedErr(op)
 	}
 }
@@ -433,12 +436,15 @@ func (r *ring) allReduce(ctx context.Context, buf []float32, op Op) error {
 					// the ring, and we wait for every release before returning.
 					pending.b = r.p.pool.Get(headerSize)
 					v := f32Bytes(buf[s.Off:s.End()])
-					pending.view, pending.owner = v[:len(v):len(v)], r.views
-					r.views.borrow()
+					pending.view = v[:len(v):len(v)]
 				} else {
 					pending.b = r.p.pool.Get(headerSize + s.Len*esz)
 					encodePayload((*pending.b)[headerSize:], buf[s.Off:s.End()], dt)
 				}
+				// Every frame is tracked until the transport has written
+				// it, so that a rank that returns and closes loses nothing.
+				pending.owner = r.views
+				r.views.borrow()
 				PutHeader(*pending.b, r.header(KindAllReduce, dt, sg, sk, s.Len*esz))
 			}
 			out = r.p.out
@@ -511,12 +517,15 @@ func (r *ring) allReduce(ctx context.Context, buf []float32, op Op) error {
 			return r.closedErr(name)
 		}
 	}
-	return r.waitViews(ctx, name)
+	return r.waitSent(ctx, name)
 }
 
-// waitViews returns once the transport has let go of every borrowed
-// payload, so that the caller may write its buffer again.
-func (r *ring) waitViews(ctx context.Context, name string) error {
+// waitSent returns once the transport has written every frame of the
+// collective (and let go of every borrowed payload, so that the caller may
+// write its buffer again).
+func (r *ring) waitSent(ctx context.Context, name string) error {
+	outDown := r.p.outDown
+	var grace <-chan time.Time
 	for r.views.n.Load() != 0 {
 		select {
 		case <-r.views.sig:
@@ -524,10 +533,12 @@ func (r *ring) waitViews(ctx context.Context, name string) error {
 			return r.ctxErr(name, ctx)
 		case <-r.timer.C:
 			return r.timeoutErr(name, false, true, "waiting for the last frames to be written")
-		case <-r.p.outDown:
-			if r.views.n.Load() == 0 {
-				return nil
-			}
+		case <-outDown:
+			// The right neighbour closed: fine if it had everything, which
+			// the writer may not have reported yet. Give it a moment.
+			outDown = nil
+			grace = time.After(min(r.opt.Timeout, 2*time.Second))
+		case <-grace:
 			return r.downErr(name, false)
 		case <-r.closed:
 			return r.closedErr(name)
@@ -589,7 +600,7 @@ func (r *ring) broadcast(ctx context.Context, data []byte, root int, fixed bool)
 				return nil, err
 			}
 		}
-		return data, nil
+		return data, r.waitSent(ctx, name)
 	}
 	// forward patches the sender field and passes the frame on unchanged.
 	// Broadcast frames are never borrowed views: they are owned, and
@@ -598,6 +609,9 @@ func (r *ring) broadcast(ctx context.Context, data []byte, root int, fixed bool)
 		if r.rank == last {
 			r.release(f)
 			return nil
+		}
+		if f.owner != nil {
+			f.owner.release() // consumed here; the forward is tracked anew
 		}
 		binary.LittleEndian.PutUint32((*f.b)[36:], uint32(r.rank))
 		return r.send(ctx, name, f.b, what)
@@ -643,7 +657,7 @@ func (r *ring) broadcast(ctx context.Context, data []byte, root int, fixed bool)
 			return nil, err
 		}
 	}
-	return data, nil
+	return data, r.waitSent(ctx, name)
 }
 
 // AllGatherUint64 passes values around the ring: at step s a rank forwards
@@ -700,5 +714,5 @@ func (r *ring) gather(ctx context.Context, name string, vals []uint64) error {
 		vals[mod(r.rank-s-1, n)] = binary.LittleEndian.Uint64(pl)
 		r.release(f)
 	}
-	return nil
+	return r.waitSent(ctx, name)
 }
