@@ -114,28 +114,43 @@ func addF32(dst, src []float32) {
 }
 
 // bufPool recycles frame buffers. It implements grpc's mem.BufferPool, so
-// gRPC hands a sent frame back here once it has been written.
+// gRPC hands a sent frame back here once it has been written. Headers and
+// small frames are kept apart from payload-sized ones so that neither
+// evicts the other.
 type bufPool struct {
-	mu   sync.Mutex
-	free []*[]byte
+	mu         sync.Mutex
+	small, big []*[]byte
 }
 
-const poolMax = 128
+const (
+	poolMax   = 128
+	smallSize = 4 << 10
+)
 
 // Get returns a buffer of length n.
 func (p *bufPool) Get(n int) *[]byte {
 	p.mu.Lock()
-	for len(p.free) > 0 {
-		b := p.free[len(p.free)-1]
-		p.free = p.free[:len(p.free)-1]
-		if cap(*b) >= n {
+	list := &p.big
+	if n <= smallSize {
+		list = &p.small
+	}
+	for i := len(*list) - 1; i >= 0; i-- {
+		if b := (*list)[i]; cap(*b) >= n {
+			last := len(*list) - 1
+			(*list)[i] = (*list)[last]
+			(*list)[last] = nil
+			*list = (*list)[:last]
 			p.mu.Unlock()
 			*b = (*b)[:n]
 			return b
 		}
 	}
 	p.mu.Unlock()
-	b := make([]byte, n, max(n, 64))
+	c := n
+	if n <= smallSize {
+		c = max(n, 64)
+	}
+	b := make([]byte, n, c)
 	return &b
 }
 
@@ -145,8 +160,12 @@ func (p *bufPool) Put(b *[]byte) {
 		return
 	}
 	p.mu.Lock()
-	if len(p.free) < poolMax {
-		p.free = append(p.free, b)
+	list := &p.big
+	if cap(*b) <= smallSize {
+		list = &p.small
+	}
+	if len(*list) < poolMax {
+		*list = append(*list, b)
 	}
 	p.mu.Unlock()
 }

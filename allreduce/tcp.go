@@ -271,17 +271,18 @@ func (l *tcpLink) readFailed(err error) {
 
 func (l *tcpLink) writeLoop(c net.Conn) {
 	defer l.wg.Done()
-	var vec [2][]byte
+	// Allocated once: WriteTo consumes the slice it is called on.
+	vec := new([2][]byte)
+	bufs := new(net.Buffers)
 	for {
 		select {
 		case f := <-l.out:
-			bufs := net.Buffers(vec[:0])
+			*bufs = append(vec[:0], *f.b)
 			if f.view != nil {
-				bufs = append(bufs, *f.b, f.view)
-			} else {
-				bufs = append(bufs, *f.b)
+				*bufs = append(*bufs, f.view)
 			}
 			_, err := bufs.WriteTo(c)
+			vec[0], vec[1] = nil, nil
 			l.pool.Put(f.b)
 			if f.owner != nil {
 				f.owner.release() // the kernel has the bytes

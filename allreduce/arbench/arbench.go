@@ -1,8 +1,8 @@
 // Package arbench measures ring all-reduce on loopback the way NCCL-tests
 // report it: time per operation, algbw = bytes/time and
-// busbw = algbw * 2(n-1)/n. With the grpc transport every rank is a separate
-// process (this binary re-executed with the rank subcommand); the mem
-// transport runs the ranks as goroutines. The same run measures one raw
+// busbw = algbw * 2(n-1)/n. With the grpc and tcp transports every rank is a
+// separate process (this binary re-executed with the rank subcommand); the
+// mem transport runs the ranks as goroutines. The same run measures one raw
 // loopback TCP stream (1 MiB writes) as the link's practical limit.
 package arbench
 
@@ -47,8 +47,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("bench allreduce: world %d < 1", c.World)
 	case c.Size < 4 || c.Size%4 != 0:
 		return fmt.Errorf("bench allreduce: size %d bytes is not a positive multiple of 4", c.Size)
-	case c.Transport != "grpc" && c.Transport != "mem":
-		return fmt.Errorf("bench allreduce: transport %q, want grpc or mem", c.Transport)
+	case c.Transport != "grpc" && c.Transport != "tcp" && c.Transport != "mem":
+		return fmt.Errorf("bench allreduce: transport %q, want grpc, tcp or mem", c.Transport)
 	case c.Iters < 1 || c.Warmup < 0:
 		return fmt.Errorf("bench allreduce: iters %d, warmup %d", c.Iters, c.Warmup)
 	}
@@ -125,7 +125,7 @@ func NewFlagSet(name string) (*flag.FlagSet, *Config) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.IntVar(&cfg.World, "world", cfg.World, "number of ranks")
 	fs.Var(sizeFlag{&cfg.Size}, "size", "bytes all-reduced per rank (64MiB, 1GiB, ...)")
-	fs.StringVar(&cfg.Transport, "transport", cfg.Transport, "grpc (one process per rank) or mem (goroutines)")
+	fs.StringVar(&cfg.Transport, "transport", cfg.Transport, "grpc or tcp (one process per rank), or mem (goroutines)")
 	fs.IntVar(&cfg.Iters, "iters", cfg.Iters, "timed iterations")
 	fs.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "untimed iterations first")
 	fs.BoolVar(&cfg.FP16, "fp16", cfg.FP16, "send fp16 on the wire")
@@ -331,7 +331,7 @@ func runProcesses(ctx context.Context, cfg Config, rankCmd []string, progress io
 		args := append(append([]string(nil), rankCmd[1:]...),
 			"-rank", strconv.Itoa(r), "-world", strconv.Itoa(cfg.World), "-size", strconv.FormatInt(cfg.Size, 10),
 			"-iters", strconv.Itoa(cfg.Iters), "-warmup", strconv.Itoa(cfg.Warmup), "-subchunk", strconv.Itoa(cfg.SubChunk),
-			"-timeout", cfg.Timeout.String(), "-fp16="+strconv.FormatBool(cfg.FP16))
+			"-timeout", cfg.Timeout.String(), "-fp16="+strconv.FormatBool(cfg.FP16), "-transport", cfg.Transport)
 		cmd := exec.CommandContext(ctx, rankCmd[0], args...)
 		cmd.Stderr = progress
 		in, err := cmd.StdinPipe()
@@ -416,9 +416,12 @@ func RankMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg.Transport = "grpc"
 	if err := cfg.Validate(); err != nil {
 		return err
+	}
+	dial := allreduce.DialRing
+	if cfg.Transport == "tcp" {
+		dial = allreduce.DialRingTCP
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -432,7 +435,7 @@ func RankMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	addrs := strings.Split(strings.TrimSpace(strings.TrimPrefix(line, "ADDRS ")), ",")
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	c, err := allreduce.DialRing(dctx, allreduce.RingConfig{Rank: *rank, Addrs: addrs, Generation: 1, Listener: lis, Options: cfg.options()})
+	c, err := dial(dctx, allreduce.RingConfig{Rank: *rank, Addrs: addrs, Generation: 1, Listener: lis, Options: cfg.options()})
 	cancel()
 	if err != nil {
 		return err
