@@ -27,7 +27,7 @@ func sgemmKernelAVX2(k int, a, b *float32, ldb int, c *float32, ldc int, alpha, 
 
 var (
 	avx512Kernel = &microKernel{name: PathAVX512, mr: 12, nr: 32, mc: 96, kc: 512, nc: 4096, fn: sgemmKernelAVX512,
-		rows: map[int]kernelFunc{4: sgemmKernelAVX512R4, 8: sgemmKernelAVX512R8}}
+		rows: map[int]kernelFunc{4: sgemmKernelAVX512R4, 8: sgemmKernelAVX512R8}, packBT: packBTransAVX512}
 	avx2Kernel = &microKernel{name: PathAVX2, mr: 6, nr: 16, mc: 96, kc: 512, nc: 4096, fn: sgemmKernelAVX2}
 )
 
@@ -42,3 +42,9 @@ func supportedKernels() []*microKernel {
 	}
 	return append(ks, genericKernel)
 }
+
+// packBTransAVX512 packs one full 32-column B̃ micro-panel from a
+// transposed B, kc a multiple of 16 (sgemm_amd64.s): dst[l·32+c] = src[c·ld+l].
+//
+//go:noescape
+func packBTransAVX512(dst, src *float32, ld, kc int)

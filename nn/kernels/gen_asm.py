@@ -166,4 +166,61 @@ for r in range(MR):
         w("\tADDQ R9, DI")
 w("\tVZEROUPPER")
 w("\tRET")
+
+# ---------------- AVX-512 transposing pack of a 32-wide B̃ panel ----------------
+def op2(name, a, b, dst):  # Intel: name dst, a, b
+    w(f"\t{name} Z{b}, Z{a}, Z{dst}")
+def shuf(a, b, imm, dst):  # Intel: vshuff32x4 dst, a, b, imm
+    w(f"\tVSHUFF32X4 ${imm:#x}, Z{b}, Z{a}, Z{dst}")
+w("// func packBTransAVX512(dst, src *float32, ld, kc int)")
+w("// dst[l*32+c] = src[c*ld+l] for c < 32, l < kc, kc a multiple of 16: 32 rows of B")
+w("// (n×k, row-major) become one k-major micro-panel. Each 16×16 block is loaded as 16")
+w("// rows of one cache line and transposed in registers (unpck ps, unpck pd, two f32x4")
+w("// shuffles; Z0-15 and Z16-31 alternate as source and destination).")
+w("TEXT ·packBTransAVX512(SB), NOSPLIT, $0-32")
+w("\tMOVQ dst+0(FP), DI")
+w("\tMOVQ src+8(FP), SI")
+w("\tMOVQ ld+16(FP), R8")
+w("\tSHLQ $2, R8")
+w("\tMOVQ kc+24(FP), CX")
+w("\tSHRQ $4, CX")
+w("\tJZ packbt_done")
+w("\tMOVQ R8, R11")
+w("\tSHLQ $4, R11")   # 16 rows down
+w("packbt_loop:")
+for half in range(2):
+    w("\tMOVQ SI, R10")
+    if half == 1:
+        w("\tADDQ R11, R10")
+    for i in range(16):
+        w(f"\tVMOVUPS (R10), Z{i}")
+        if i != 15:
+            w("\tADDQ R8, R10")
+    for p in range(8):
+        op2("VUNPCKLPS", 2*p, 2*p+1, 16+2*p)
+        op2("VUNPCKHPS", 2*p, 2*p+1, 16+2*p+1)
+    for q in range(4):
+        b = 16+4*q
+        op2("VUNPCKLPD", b+0, b+2, 4*q+0)
+        op2("VUNPCKHPD", b+0, b+2, 4*q+1)
+        op2("VUNPCKLPD", b+1, b+3, 4*q+2)
+        op2("VUNPCKHPD", b+1, b+3, 4*q+3)
+    for h in range(2):
+        b = 8*h
+        for i in range(4):
+            shuf(b+i, b+4+i, 0x88, 16+b+i)
+            shuf(b+i, b+4+i, 0xdd, 16+b+4+i)
+    for i in range(8):
+        shuf(16+i, 16+8+i, 0x88, i)
+        shuf(16+i, 16+8+i, 0xdd, 8+i)
+    for c in range(16):
+        w(f"\tVMOVUPS Z{c}, {c*128 + half*64}(DI)")
+w("\tADDQ $64, SI")
+w("\tADDQ $2048, DI")
+w("\tDECQ CX")
+w("\tJNZ packbt_loop")
+w("packbt_done:")
+w("\tVZEROUPPER")
+w("\tRET")
+w("")
 print("\n".join(out))

@@ -25,6 +25,10 @@ type microKernel struct {
 	// rows[r], where set, computes only the first r rows of a tile (Ã still
 	// packed mr wide): edge tiles of r rows waste no FMAs on padding rows.
 	rows map[int]kernelFunc
+
+	// packBT, if set, packs a full nr-wide micro-panel of a transposed B for
+	// a multiple of 16 k steps (see packB).
+	packBT func(dst, src *float32, ld, kc int)
 }
 
 type kernelFunc func(k int, a, b *float32, ldb int, c *float32, ldc int, alpha, beta float32)

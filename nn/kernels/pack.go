@@ -16,7 +16,9 @@ func packA(dst []float32, transA bool, a []float32, lda, i0, mc, p0, kc, mr int)
 
 // packB copies op(B)[p0:p0+kc, j0:j0+nc] into nr-column micro-panels: panel
 // q holds kc steps of nr values at dst[q·nr·kc:]; columns past nc are zero.
-func packB(dst []float32, transB bool, b []float32, ldb, p0, kc, j0, nc, nr int) {
+// transFull, if set, packs a full panel of a transposed B for a multiple of
+// 16 steps (an in-register transpose); the rest goes through Go.
+func packB(dst []float32, transB bool, b []float32, ldb, p0, kc, j0, nc, nr int, transFull func(dst, src *float32, ld, kc int)) {
 	for jr := 0; jr < nc; jr += nr {
 		nrr := min(nr, nc-jr)
 		d := dst[jr*kc : jr*kc+nr*kc]
@@ -24,7 +26,16 @@ func packB(dst []float32, transB bool, b []float32, ldb, p0, kc, j0, nc, nr int)
 			copyPanel(d, nr, b, ldb, p0*ldb+j0+jr, kc, nrr)
 			continue
 		}
-		interleavePanel(d, nr, b, ldb, (j0+jr)*ldb+p0, nrr, kc)
+		off := (j0+jr)*ldb + p0
+		if transFull != nil && nrr == nr && kc >= 16 {
+			k16 := kc &^ 15
+			transFull(&d[0], &b[off], ldb, k16)
+			if k16 < kc {
+				interleavePanel(d[k16*nr:], nr, b, ldb, off+k16, nrr, kc-k16)
+			}
+			continue
+		}
+		interleavePanel(d, nr, b, ldb, off, nrr, kc)
 	}
 }
 

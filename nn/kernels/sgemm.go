@@ -185,7 +185,8 @@ type gemmJob struct {
 type gemmPart struct {
 	job            *gemmJob
 	m0, m1, n0, n1 int
-	b0, b1         int // micro-panels of the shared B̃ block this part packs
+	b0, b1         int  // micro-panels of the shared B̃ block this part packs
+	lazyB          bool // pack B̃ one micro-panel at a time, in multiply
 	packA, packB   []float32
 	tile           []float32
 	run            func() // exec + Done, bound once so sending it allocates nothing
@@ -233,7 +234,7 @@ func (pt *gemmPart) exec() {
 		nr := kern.nr
 		p0, p1 := min(pt.b0*nr, j.nc), min(pt.b1*nr, j.nc)
 		if p0 < p1 {
-			packB(j.sharedB[p0*j.kc:], j.transB, j.b, j.ldb, j.pc, j.kc, j.jc+p0, p1-p0, nr)
+			packB(j.sharedB[p0*j.kc:], j.transB, j.b, j.ldb, j.pc, j.kc, j.jc+p0, p1-p0, nr, kern.packBT)
 		}
 		return
 	case phaseMultiply:
@@ -242,17 +243,23 @@ func (pt *gemmPart) exec() {
 	}
 	// phaseAll: the BLIS loops over the part's own block; for each nc-wide
 	// column block and kc-deep slice, pack B̃ once (directB: only its last,
-	// partial micro-panel), then multiply.
+	// partial micro-panel), then multiply. With at most one row block, B̃
+	// is packed a micro-panel at a time inside multiply (lazyB), so the
+	// packed copy never leaves L1/L2: all its reuse happens right away.
+	pt.lazyB = !j.directB && pt.m1-pt.m0 <= kern.mc
+	defer func() { pt.lazyB = false }()
 	for jc := pt.n0; jc < pt.n1; jc += kern.nc {
 		nc := min(kern.nc, pt.n1-jc)
 		for pc := 0; pc < j.k; pc += j.kcb {
 			kc := min(j.kcb, j.k-pc)
-			if !j.directB {
+			if pt.lazyB {
+				pt.packB = grow(pt.packB, kc*kern.nr)
+			} else if !j.directB {
 				pt.packB = grow(pt.packB, kc*roundUp(nc, kern.nr))
-				packB(pt.packB, j.transB, j.b, j.ldb, pc, kc, jc, nc, kern.nr)
+				packB(pt.packB, j.transB, j.b, j.ldb, pc, kc, jc, nc, kern.nr, kern.packBT)
 			} else if rem := nc % kern.nr; rem != 0 {
 				pt.packB = grow(pt.packB, kc*kern.nr)
-				packB(pt.packB, false, j.b, j.ldb, pc, kc, jc+nc-rem, rem, kern.nr)
+				packB(pt.packB, false, j.b, j.ldb, pc, kc, jc+nc-rem, rem, kern.nr, nil)
 			}
 			pt.multiply(pt.packB, jc, nc, pc, kc)
 		}
@@ -281,6 +288,9 @@ func (pt *gemmPart) multiply(bp []float32, jc, nc, pc, kc int) {
 			var b *float32
 			ldb := nr
 			switch {
+			case pt.lazyB:
+				packB(bp, j.transB, j.b, j.ldb, pc, kc, jc+jr, nrr, nr, kern.packBT)
+				b = &bp[0]
 			case j.directB && nrr == nr:
 				b, ldb = &j.b[pc*j.ldb+jc+jr], j.ldb
 			case j.directB:
