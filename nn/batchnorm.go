@@ -24,6 +24,7 @@ type BatchNorm2D struct {
 	xhat      []float32 // normalised input, kept for backward
 	invstd    []float32 // per channel, of the statistics used in forward
 	usedBatch bool      // forward used batch statistics
+	params    []*Param  // built once: Params is on the backward path
 }
 
 var _ Module = (*BatchNorm2D)(nil)
@@ -36,6 +37,7 @@ func NewBatchNorm2D(c int) *BatchNorm2D {
 	b.RunningMean = newParam("running_mean", Buffer, false, c)
 	b.RunningVar = newParam("running_var", Buffer, false, c)
 	b.NumBatches = newParam("num_batches_tracked", Counter, false)
+	b.params = []*Param{b.Weight, b.Bias, b.RunningMean, b.RunningVar, b.NumBatches}
 	b.ResetParameters(nil)
 	b.invstd = make([]float32, c)
 	return b
@@ -43,9 +45,7 @@ func NewBatchNorm2D(c int) *BatchNorm2D {
 
 func (b *BatchNorm2D) Kind() string { return "BatchNorm2D" }
 
-func (b *BatchNorm2D) Params() []*Param {
-	return []*Param{b.Weight, b.Bias, b.RunningMean, b.RunningVar, b.NumBatches}
-}
+func (b *BatchNorm2D) Params() []*Param { return b.params }
 
 // ResetParameters: weight 1, bias 0, running mean 0, var 1.
 func (b *BatchNorm2D) ResetParameters(*rand.Rand) {

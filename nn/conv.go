@@ -35,7 +35,8 @@ type Conv2D struct {
 	direct       bool // 1×1, stride 1, no padding: no im2col needed
 	out, dx      buf
 	x            *tensor.Dense
-	chunkLimit   int // floats per batched im2col matrix; 0 = chunkFloats
+	chunkLimit   int      // floats per batched im2col matrix; 0 = chunkFloats
+	params       []*Param // Weight (and Bias), built once: Params is on the backward path
 }
 
 var _ Module = (*Conv2D)(nil)
@@ -61,8 +62,10 @@ func NewConv2D(cfg ConvConfig) *Conv2D {
 	c := &Conv2D{cfg: cfg}
 	g := max(cfg.Groups, 1)
 	c.Weight = newParam("weight", Weight, false, cfg.Out, cfg.In/g, cfg.KH, cfg.KW)
+	c.params = []*Param{c.Weight}
 	if cfg.Bias {
 		c.Bias = newParam("bias", Weight, true, cfg.Out)
+		c.params = append(c.params, c.Bias)
 	}
 	return c
 }
@@ -77,12 +80,7 @@ func (c *Conv2D) Config() ConvConfig { return c.cfg }
 
 func (c *Conv2D) Kind() string { return "Conv2D" }
 
-func (c *Conv2D) Params() []*Param {
-	if c.Bias != nil {
-		return []*Param{c.Weight, c.Bias}
-	}
-	return []*Param{c.Weight}
-}
+func (c *Conv2D) Params() []*Param { return c.params }
 
 // ResetParameters is PyTorch's default: kaiming_uniform(a=√5), i.e.
 // U(±1/√fan_in) for weight and bias.

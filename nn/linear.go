@@ -15,6 +15,7 @@ type Linear struct {
 	Weight, Bias *Param
 	out, dx      buf
 	x            *tensor.Dense
+	params       []*Param // built once: Params is on the backward path
 }
 
 var _ Module = (*Linear)(nil)
@@ -23,20 +24,17 @@ var _ Module = (*Linear)(nil)
 func NewLinear(in, out int, bias bool) *Linear {
 	l := &Linear{In: in, Out: out}
 	l.Weight = newParam("weight", Weight, false, out, in)
+	l.params = []*Param{l.Weight}
 	if bias {
 		l.Bias = newParam("bias", Weight, true, out)
+		l.params = append(l.params, l.Bias)
 	}
 	return l
 }
 
 func (l *Linear) Kind() string { return "Linear" }
 
-func (l *Linear) Params() []*Param {
-	if l.Bias != nil {
-		return []*Param{l.Weight, l.Bias}
-	}
-	return []*Param{l.Weight}
-}
+func (l *Linear) Params() []*Param { return l.params }
 
 // ResetParameters: U(±1/√in) for weight and bias, as PyTorch.
 func (l *Linear) ResetParameters(rng *rand.Rand) {
