@@ -2,11 +2,14 @@ package dataset
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"image"
 	"image/png"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -98,4 +101,43 @@ func BenchmarkDecodeOnly(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkLoader is the whole pipeline (list, fetch, decode, augment,
+// batch) over a class-folder dataset or packed shards named by
+// RINGTRAIN_BENCH_DATASET (a folder, e.g. from `ringtrain data import
+// mnist`), with RINGTRAIN_BENCH_SIZE (default 28) and GOMAXPROCS workers.
+func BenchmarkLoader(b *testing.B) {
+	dir := os.Getenv("RINGTRAIN_BENCH_DATASET")
+	if dir == "" {
+		b.Skip("set RINGTRAIN_BENCH_DATASET to a dataset folder")
+	}
+	size := 28
+	if v := os.Getenv("RINGTRAIN_BENCH_SIZE"); v != "" {
+		fmt.Sscan(v, &size)
+	}
+	ctx := context.Background()
+	st := localStore(b, dir)
+	ix, err := ScanFolders(ctx, st, "", "train", ScanOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := Sampler{N: len(ix.Samples), GlobalBatch: 256, Shuffle: true}
+	l, err := NewLoader(LoaderConfig{Store: st, Index: ix, Sampler: s, World: 1, Workers: runtime.GOMAXPROCS(0),
+		Transform: TransformConfig{Size: size, Channels: 1, Train: true, ScaleMin: 0.5, ScaleMax: 1, DCTScale: true}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		bt, err := l.Next(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n += bt.N
+		l.Release(bt)
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "img/s")
 }

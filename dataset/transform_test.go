@@ -1,8 +1,8 @@
 package dataset
 
 import (
-	"errors"
 	"bytes"
+	"errors"
 	"image"
 	"image/color"
 	"image/jpeg"
