@@ -1,6 +1,16 @@
 // Package nets builds the reference CNNs on the nn engine with torchvision's
 // exact parameter names, and the Keras-applications options (classes,
 // input size, include_top=false, global pooling).
+//
+// Nets: lenet; alexnet (torchvision) and alexnet-2012 (grouped convs, LRN);
+// vgg11/13/16/19 and their _bn variants; nin (d2l); googlenet (optional
+// aux heads, see AuxHead); resnet18/34/50/101/152; densenet121/169/201.
+// State_dict keys, shapes and order equal torchvision's (checked against
+// testdata/torchvision_keys.json from scripts/gen_nets.py), so PyTorch
+// weights load by name. Smallest inputs (Spec.MinInput): resnet 1,
+// lenet 12, googlenet 15, densenet 29, vgg 32, alexnet 63, alexnet-2012 and
+// nin 67; VGG/AlexNet reach their classifiers through adaptive average
+// pooling as torchvision does, so small inputs keep the parameter count.
 package nets
 
 import (
