@@ -47,18 +47,23 @@ func TestPlanGemm(t *testing.T) {
 		m, n, k, threads int
 		want             gemmPlan
 	}{
+		{false, 1024, 1024, 1024, 2, gemmPlan{splitShared, 2, false}}, // ldb 4 KiB: pack B, not in place
 		{false, 8, 8, 8, 2, gemmPlan{splitN, 1, true}},                // tiny: not worth a fork
 		{false, 2048, 2048, 2048, 1, gemmPlan{splitN, 1, false}},      // one thread, big m: pack B
 		{false, 2048, 2048, 2048, 2, gemmPlan{splitShared, 2, false}}, // square: pack B̃ once, together
 		{true, 512, 512, 512, 2, gemmPlan{splitShared, 2, false}},     // B transposed: must pack
-		{false, 512, 512, 512, 2, gemmPlan{splitM, 2, true}},          // B read in place: split Ã packing
+		{false, 512, 384, 512, 2, gemmPlan{splitM, 2, true}},          // B read in place: split Ã packing
 		{false, 64, 3136, 576, 2, gemmPlan{splitN, 2, true}},          // conv forward: few rows, many columns
 		{true, 64, 576, 3136, 2, gemmPlan{splitN, 2, false}},          // conv weight gradient
 		{true, 16, 1000, 4096, 2, gemmPlan{splitN, 2, false}},         // linear forward, small batch
 		{false, 4096, 40, 1000, 2, gemmPlan{splitM, 2, false}},        // tall and thin
 	}
 	for _, tt := range tests {
-		if got := planGemm(tt.transB, tt.m, tt.n, tt.k, tt.threads, kern); got != tt.want {
+		ldb := tt.n
+		if tt.transB {
+			ldb = tt.k
+		}
+		if got := planGemm(tt.transB, tt.m, tt.n, tt.k, ldb, tt.threads, kern); got != tt.want {
 			t.Errorf("planGemm(transB=%v, %d,%d,%d, threads=%d) = %+v, want %+v", tt.transB, tt.m, tt.n, tt.k, tt.threads, got, tt.want)
 		}
 	}

@@ -28,7 +28,7 @@ func (p *Pool) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float3
 		sgemmNaive(transA, transB, 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	pl := planGemm(transB, m, n, k, p.Threads(), p.kernel())
+	pl := planGemm(transB, m, n, k, ldb, p.Threads(), p.kernel())
 	p.sgemmPlanned(pl, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
@@ -110,9 +110,12 @@ const directBMaxM = 1024
 // planGemm picks the split that minimises the busiest thread's modelled
 // time: its micro-tile FLOPs (whole tiles, so imbalance counts) plus its
 // packing, plus fork-joins. It is a pure function of the shape.
-func planGemm(transB bool, m, n, k, threads int, kern *microKernel) gemmPlan {
+func planGemm(transB bool, m, n, k, ldb, threads int, kern *microKernel) gemmPlan {
 	mr, nr := kern.mr, kern.nr
-	directB := !transB && m <= directBMaxM
+	// B in place is read kc rows ldb apart; with ldb a multiple of 2 KiB
+	// those rows crowd a few cache sets and evict each other (n=1024 ran at
+	// 0.6× of packed), so such B is packed.
+	directB := !transB && m <= directBMaxM && ldb%512 != 0
 	rowStep := mr // rows an edge tile really computes: the smallest row variant
 	for r := range kern.rows {
 		rowStep = min(rowStep, r)
