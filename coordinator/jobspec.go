@@ -8,6 +8,7 @@ import (
 	"math"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/goccy/go-yaml"
@@ -37,6 +38,10 @@ type JobSpec struct {
 	Seed            uint64         `json:"seed"`
 	// Transfer, when set, fine-tunes from pretrained weights.
 	Transfer *TransferSpec `json:"transfer,omitempty"`
+	// Resume says where a job whose workers start from nothing picks up:
+	// "latest" (or empty) is the newest good checkpoint if there is one, a
+	// number is that checkpoint step, "never" starts from scratch.
+	Resume string `json:"resume,omitempty"`
 }
 
 // TransferSpec is Keras-style fine-tuning: pretrained weights, a new head,
@@ -310,6 +315,11 @@ func (s *JobSpec) Validate() error {
 	}
 	if s.Checkpoint.Keep < 0 {
 		bad("checkpoint.keep", "must be >= 0, got %d", s.Checkpoint.Keep)
+	}
+	if r := s.Resume; r != "" && r != "latest" && r != "never" {
+		if n, err := strconv.ParseInt(r, 10, 64); err != nil || n < 0 {
+			bad("resume", "%q is not latest, never or a checkpoint step", r)
+		}
 	}
 	if t := s.Transfer; t != nil {
 		if t.From == "" {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 
 	"github.com/ringtrain/ringtrain/checkpoint"
@@ -88,6 +89,21 @@ func (c *checkpointer) wait() error {
 // (and no error) when there is none. Corrupt or partial checkpoints are
 // reported and skipped.
 func (c *checkpointer) restore(ctx context.Context, rep *Replica) (bool, error) {
+	switch c.spec.Resume {
+	case "never":
+		return false, nil
+	case "", "latest":
+	default:
+		step, err := strconv.ParseInt(c.spec.Resume, 10, 64)
+		if err != nil {
+			return false, fmt.Errorf("spec.resume %q: %w", c.spec.Resume, err)
+		}
+		ck, err := c.store.Load(ctx, step)
+		if err != nil {
+			return false, fmt.Errorf("spec.resume: checkpoint step %d: %w", step, err)
+		}
+		return true, loadCheckpoint(rep, ck)
+	}
 	ck, skipped, err := c.store.Latest(ctx)
 	for _, s := range skipped {
 		c.log.Warn("skipped checkpoint", "step", s.Step, "err", s.Err)

@@ -183,6 +183,10 @@ func runSubmit(args []string) error {
 	fs := flag.NewFlagSet("submit", flag.ContinueOnError)
 	cf := addClusterClientFlags(fs)
 	specPath := fs.String("spec", "", "job spec file (YAML or JSON), or - for stdin; may also be the first argument")
+	resume := fs.String("resume", "", "latest (newest good checkpoint, the default when checkpoints exist), a checkpoint step, or never")
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") { // spec file before the flags
+		args = append(args[1:], args[0])
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -203,8 +207,18 @@ func runSubmit(args []string) error {
 		return fmt.Errorf("read job spec %s: %w", *specPath, err)
 	}
 	// Validate locally first: the same errors, without a round trip.
-	if _, err := coordinator.ParseJobSpec(data); err != nil {
+	spec, err := coordinator.ParseJobSpec(data)
+	if err != nil {
 		return fmt.Errorf("%s: %w", *specPath, err)
+	}
+	if *resume != "" {
+		spec.Resume = *resume
+		if err := spec.Validate(); err != nil {
+			return fmt.Errorf("--resume: %w", err)
+		}
+		if data, err = json.Marshal(spec); err != nil {
+			return err
+		}
 	}
 	c, ctx, done, err := cf.dial()
 	if err != nil {
