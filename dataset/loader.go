@@ -265,6 +265,20 @@ func (l *Loader) run(ctx context.Context) {
 	}
 }
 
+// StepError is a batch that could not be built (storage or credentials
+// failure, or a bad sample without SkipBad). State is where that step
+// starts: close the loader and open a new one there to retry it.
+type StepError struct {
+	State SamplerState
+	Err   error
+}
+
+func (e *StepError) Error() string {
+	return fmt.Sprintf("batch at epoch %d position %d: %v", e.State.Epoch, e.State.Done, e.Err)
+}
+
+func (e *StepError) Unwrap() error { return e.Err }
+
 // AugmentSeed is the seed of the random transform of the sample at
 // position pos of epoch's order: it does not depend on who decodes it.
 func AugmentSeed(seed uint64, epoch, pos int) uint64 {
@@ -280,7 +294,7 @@ func (l *Loader) finish(b *Batch) result {
 				b.Skipped++
 				continue
 			}
-			err := fmt.Errorf("epoch %d step at %d: %w", b.State.Epoch, b.State.Done, b.errs[i])
+			err := &StepError{State: b.State, Err: b.errs[i]}
 			l.free <- b
 			return result{err: err}
 		}

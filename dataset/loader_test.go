@@ -102,6 +102,10 @@ func TestLoaderBadSamples(t *testing.T) {
 	if err == nil || !errors.Is(err, ErrBadSample) || !(strings.Contains(err.Error(), "truncated.jpg") || strings.Contains(err.Error(), "notes.jpg")) {
 		t.Fatalf("bad sample error: %v", err)
 	}
+	var se *StepError
+	if !errors.As(err, &se) || se.State != (SamplerState{}) {
+		t.Errorf("error does not say which step to retry: %#v", err)
+	}
 	// With SkipBad: both skipped and counted, the others keep their labels.
 	m := NewMetrics(nil)
 	l, err = NewLoader(LoaderConfig{Store: st, Index: ix, Sampler: s, World: 1, Transform: tc, SkipBad: true, Metrics: m})

@@ -515,20 +515,31 @@ func rgbaLike(pix []uint8, stride, off, w, h, cs int, dst []uint8) {
 // ycbcrToRGB converts with the same integer arithmetic as image/color.
 func ycbcrToRGB(im *image.YCbCr, rect image.Rectangle, dst []uint8) {
 	w := rect.Dx()
+	hs := uint(0) // horizontal chroma subsampling shift
+	switch im.SubsampleRatio {
+	case image.YCbCrSubsampleRatio422, image.YCbCrSubsampleRatio420:
+		hs = 1
+	case image.YCbCrSubsampleRatio411, image.YCbCrSubsampleRatio410:
+		hs = 2
+	}
+	x0 := rect.Min.X
 	for y := rect.Min.Y; y < rect.Max.Y; y++ {
 		d := dst[(y-rect.Min.Y)*w*3 : (y-rect.Min.Y+1)*w*3]
-		yi := im.YOffset(rect.Min.X, y)
-		for x := range w {
-			ci := im.COffset(rect.Min.X+x, y)
-			yy1 := int32(im.Y[yi+x]) * 0x10101
+		yi := im.YOffset(x0, y)
+		ci0 := im.COffset(x0, y) - (x0 >> hs)
+		ys := im.Y[yi : yi+w]
+		for x, yv := range ys {
+			ci := ci0 + (x0+x)>>hs
+			yy1 := int32(yv) * 0x10101
 			cb1 := int32(im.Cb[ci]) - 128
 			cr1 := int32(im.Cr[ci]) - 128
 			r := yy1 + 91881*cr1
 			g := yy1 - 22554*cb1 - 46802*cr1
 			b := yy1 + 116130*cb1
-			d[3*x] = clampYCC(r)
-			d[3*x+1] = clampYCC(g)
-			d[3*x+2] = clampYCC(b)
+			p := d[3*x : 3*x+3 : 3*x+3]
+			p[0] = clampYCC(r)
+			p[1] = clampYCC(g)
+			p[2] = clampYCC(b)
 		}
 	}
 }

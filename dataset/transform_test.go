@@ -252,3 +252,31 @@ func TestDecodeApplyMatchesReference(t *testing.T) {
 		}
 	}
 }
+
+// The fast YCbCr conversion equals image/color's for every subsampling.
+func TestYCbCrToRGB(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, ratio := range []image.YCbCrSubsampleRatio{image.YCbCrSubsampleRatio444, image.YCbCrSubsampleRatio422,
+		image.YCbCrSubsampleRatio420, image.YCbCrSubsampleRatio440, image.YCbCrSubsampleRatio411, image.YCbCrSubsampleRatio410} {
+		im := image.NewYCbCr(image.Rect(3, 5, 40, 33), ratio)
+		for _, p := range [][]uint8{im.Y, im.Cb, im.Cr} {
+			for i := range p {
+				p[i] = uint8(rng.Uint32())
+			}
+		}
+		rect := image.Rect(4, 6, 37, 31)
+		dst := make([]uint8, rect.Dx()*rect.Dy()*3)
+		ycbcrToRGB(im, rect, dst)
+		i := 0
+		for y := rect.Min.Y; y < rect.Max.Y; y++ {
+			for x := rect.Min.X; x < rect.Max.X; x++ {
+				c := im.YCbCrAt(x, y)
+				r, g, b := color.YCbCrToRGB(c.Y, c.Cb, c.Cr)
+				if dst[i] != r || dst[i+1] != g || dst[i+2] != b {
+					t.Fatalf("%v at %d,%d: got %v want %v", ratio, x, y, dst[i:i+3], []uint8{r, g, b})
+				}
+				i += 3
+			}
+		}
+	}
+}
