@@ -185,8 +185,8 @@ func (t *Transformer) plan(w, h int, seed uint64) cropPlan {
 		} else {
 			nh, nw = c.ResizeShorter, int(float64(c.ResizeShorter)*float64(w)/float64(h))
 		}
-		left := math.Round(float64(nw-c.Size) / 2)
-		top := math.Round(float64(nh-c.Size) / 2)
+		left := math.RoundToEven(float64(nw-c.Size) / 2) // Python round(), as torchvision
+		top := math.RoundToEven(float64(nh-c.Size) / 2)
 		sx, sy := float64(w)/float64(nw), float64(h)/float64(nh)
 		return cropPlan{x0: left * sx, y0: top * sy, x1: (left + float64(c.Size)) * sx, y1: (top + float64(c.Size)) * sy,
 			clip: image.Rect(0, 0, w, h)}

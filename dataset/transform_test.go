@@ -280,3 +280,102 @@ func TestYCbCrToRGB(t *testing.T) {
 		}
 	}
 }
+
+// Golden outputs of torchvision's Resize(40) + CenterCrop(32) + ToTensor
+// (made by /usr/bin/python3 with Pillow 9.4, torchvision 0.14; see
+// testdata/). PIL rounds to 8 bits between its two resampling passes and
+// decodes JPEG with libjpeg, so a small tolerance remains.
+func TestEvalMatchesTorchvision(t *testing.T) {
+	for _, tc := range []struct {
+		name, path string
+		mean, worst float64
+	}{
+		{"gradient", "testdata/gradient.png", 0.5 / 255, 1.5 / 255},
+		{"dog", "/usr/share/darknet/data/dog.jpg", 0.5 / 255, 2.0 / 255},
+	} {
+		data, err := os.ReadFile(tc.path)
+		if err != nil {
+			t.Logf("%s: %v (skipped)", tc.name, err)
+			continue
+		}
+		raw, err := os.ReadFile("testdata/torchvision_eval32_" + tc.name + ".f32")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := make([]float32, len(raw)/4)
+		for i := range want {
+			want[i] = math.Float32frombits(uint32(raw[4*i]) | uint32(raw[4*i+1])<<8 | uint32(raw[4*i+2])<<16 | uint32(raw[4*i+3])<<24)
+		}
+		tr, _ := NewTransformer(TransformConfig{Size: 32, ResizeShorter: 40})
+		got := make([]float32, 3*32*32)
+		if err := tr.DecodeApply(data, tc.name, 0, got); err != nil {
+			t.Fatal(err)
+		}
+		var sum, worst float64
+		for i := range got {
+			e := math.Abs(float64(got[i] - want[i]))
+			sum += e
+			worst = max(worst, e)
+		}
+		mean := sum / float64(len(got))
+		t.Logf("%s (libjpeg=%v): mean |diff| %.5f (%.2f/255), max %.4f (%.1f/255)", tc.name, haveLibjpeg, mean, mean*255, worst, worst*255)
+		if mean > tc.mean || worst > tc.worst {
+			t.Errorf("%s: differs from torchvision: mean %.5f max %.4f", tc.name, mean, worst)
+		}
+	}
+}
+
+// torchvision's resized_crop (what RandomResizedCrop does once it has drawn
+// a box): crop, then antialiased bilinear resize. Golden from testdata/.
+func TestResizedCropMatchesTorchvision(t *testing.T) {
+	for _, tc := range []struct {
+		name, path string
+		box        image.Rectangle
+	}{
+		{"gradient", "testdata/gradient.png", image.Rect(11, 7, 11+29, 7+41)},
+		{"dog", "/usr/share/darknet/data/dog.jpg", image.Rect(100, 50, 400, 250)},
+	} {
+		data, err := os.ReadFile(tc.path)
+		if err != nil {
+			t.Logf("%s: %v (skipped)", tc.name, err)
+			continue
+		}
+		want := readF32(t, "testdata/torchvision_resizedcrop_"+tc.name+".f32")
+		img, err := DecodeImage(data, tc.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, _ := NewTransformer(TransformConfig{Size: 32})
+		got := make([]float32, 3*32*32)
+		b := tc.box
+		p := cropPlan{x0: float64(b.Min.X), y0: float64(b.Min.Y), x1: float64(b.Max.X), y1: float64(b.Max.Y), clip: b}
+		tr.apply(p, 3, func(r image.Rectangle) ([]uint8, int) {
+			buf := make([]uint8, r.Dx()*r.Dy()*3)
+			toPixels(img, r, 3, buf)
+			return buf, r.Dx() * 3
+		}, got)
+		var sum, worst float64
+		for i := range got {
+			e := math.Abs(float64(got[i] - want[i]))
+			sum += e
+			worst = max(worst, e)
+		}
+		mean := sum / float64(len(got))
+		t.Logf("%s: mean |diff| %.2f/255, max %.1f/255", tc.name, mean*255, worst*255)
+		if mean > 0.5/255 || worst > 2.0/255 {
+			t.Errorf("%s: differs from torchvision resized_crop: mean %.2f/255 max %.1f/255", tc.name, mean*255, worst*255)
+		}
+	}
+}
+
+func readF32(t *testing.T, path string) []float32 {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]float32, len(raw)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(uint32(raw[4*i]) | uint32(raw[4*i+1])<<8 | uint32(raw[4*i+2])<<16 | uint32(raw[4*i+3])<<24)
+	}
+	return out
+}
