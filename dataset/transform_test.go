@@ -287,7 +287,7 @@ func TestYCbCrToRGB(t *testing.T) {
 // decodes JPEG with libjpeg, so a small tolerance remains.
 func TestEvalMatchesTorchvision(t *testing.T) {
 	for _, tc := range []struct {
-		name, path string
+		name, path  string
 		mean, worst float64
 	}{
 		{"gradient", "testdata/gradient.png", 0.5 / 255, 1.5 / 255},
