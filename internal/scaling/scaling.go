@@ -6,8 +6,8 @@
 //	ring(b)  = 2(n−1)/n · b / bandwidth + 2(n−1) · latency
 //	comm     = ring over the gradients, bucket by bucket
 //	exposed  = max(ring(last bucket), comm − overlap · backward)
-//	step     = compute + exposed
-//	eff      = compute / step
+//	step     = compute + update + exposed
+//	eff      = (compute + update) / step
 //
 // Buckets are reduced in reverse layer order while backward still runs, so
 // communication can hide behind the backward pass (DDP, Horovod tensor
@@ -39,6 +39,9 @@ type Workload struct {
 	// Buckets is how many all-reduces the gradients are split into
 	// (each pays the ring's latency term); 0 or 1 means one.
 	Buckets int
+	// UpdateSec is per-step time that nothing overlaps and one worker
+	// pays too: the optimizer update, the BN buffer broadcast.
+	UpdateSec float64
 }
 
 // Link is the network between neighbours of the ring.
@@ -59,8 +62,8 @@ type Prediction struct {
 	World      int
 	CommSec    float64 // all-reduce time of every bucket, back to back
 	ExposedSec float64 // the part of CommSec not hidden behind backward
-	StepSec    float64 // compute + exposed communication
-	Efficiency float64 // ComputeSec / StepSec (weak scaling)
+	StepSec    float64 // compute + update + exposed communication
+	Efficiency float64 // one worker's step / StepSec (weak scaling)
 	// Speedup is throughput relative to one worker: World · Efficiency.
 	Speedup float64
 }
@@ -76,6 +79,8 @@ func (w Workload) Validate() error {
 		return fmt.Errorf("scaling: overlap %g outside [0,1]", w.Overlap)
 	case w.GradBytes < 0:
 		return fmt.Errorf("scaling: gradient bytes %g < 0", w.GradBytes)
+	case w.UpdateSec < 0:
+		return fmt.Errorf("scaling: update time %g s < 0", w.UpdateSec)
 	case w.Buckets < 0:
 		return fmt.Errorf("scaling: %d buckets", w.Buckets)
 	}
@@ -120,8 +125,9 @@ func Predict(w Workload, l Link, n int) (Prediction, error) {
 		// The first layers' bucket is complete only when backward ends.
 		exposed = math.Max(exposed, RingSec(n, per, l))
 	}
-	step := w.ComputeSec + exposed
-	eff := w.ComputeSec / step
+	solo := w.ComputeSec + w.UpdateSec // the step of one worker
+	step := solo + exposed
+	eff := solo / step
 	return Prediction{World: n, CommSec: comm, ExposedSec: exposed, StepSec: step, Efficiency: eff, Speedup: float64(n) * eff}, nil
 }
 

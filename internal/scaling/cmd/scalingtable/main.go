@@ -54,19 +54,19 @@ func run(args []string) error {
 	gpu := float64(*gpuBatch) / *gpuImgS
 	scs := []scaling.Scenario{
 		{Name: fmt.Sprintf("ResNet-50, CPU worker like this machine, batch %d/worker, fp32, 25 MB buckets overlapped", *cpuBatch),
-			Source: fmt.Sprintf("%.1f img/s", *cpuImgS),
+			Source:   fmt.Sprintf("%.1f img/s", *cpuImgS),
 			Workload: scaling.Workload{ComputeSec: cpu, BackwardFrac: bwd, Overlap: 1, GradBytes: 4 * r50Params, Buckets: 4}},
 		{Name: fmt.Sprintf("ResNet-50, V100-class GPU, batch %d/worker, fp32, no overlap", *gpuBatch),
-			Source: fmt.Sprintf("%.0f img/s", *gpuImgS),
+			Source:   fmt.Sprintf("%.0f img/s", *gpuImgS),
 			Workload: scaling.Workload{ComputeSec: gpu, BackwardFrac: bwd, Overlap: 0, GradBytes: 4 * r50Params, Buckets: 1}},
 		{Name: fmt.Sprintf("ResNet-50, V100-class GPU, batch %d/worker, fp32, 25 MB buckets overlapped", *gpuBatch),
-			Source: fmt.Sprintf("%.0f img/s", *gpuImgS),
+			Source:   fmt.Sprintf("%.0f img/s", *gpuImgS),
 			Workload: scaling.Workload{ComputeSec: gpu, BackwardFrac: bwd, Overlap: 1, GradBytes: 4 * r50Params, Buckets: 4}},
 		{Name: fmt.Sprintf("ResNet-50, V100-class GPU, batch %d/worker, fp16 wire, 25 MB buckets overlapped", *gpuBatch),
-			Source: fmt.Sprintf("%.0f img/s", *gpuImgS),
+			Source:   fmt.Sprintf("%.0f img/s", *gpuImgS),
 			Workload: scaling.Workload{ComputeSec: gpu, BackwardFrac: bwd, Overlap: 1, GradBytes: 2 * r50Params, Buckets: 2}},
 		{Name: "ResNet-101, P100 (Horovod 2018 setting), batch 64/worker, fp32, 64 MB fusion buffers overlapped",
-			Source: fmt.Sprintf("%.0f img/s, approximate", *r101ImgS),
+			Source:   fmt.Sprintf("%.0f img/s, approximate", *r101ImgS),
 			Workload: scaling.Workload{ComputeSec: 64 / *r101ImgS, BackwardFrac: bwd, Overlap: 1, GradBytes: 4 * r101Params, Buckets: 3}},
 	}
 	links := []scaling.NamedLink{
