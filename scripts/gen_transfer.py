@@ -10,7 +10,10 @@ python3-torchvision 0.14); the Go tests call it on the fly.
       are exercised), then write D/NET.pth (torch.save(state_dict)),
       D/NET.safetensors (written here: 8-byte LE header length, JSON header,
       raw little-endian data; num_batches_tracked as I64) and D/NET.io.safetensors
-      holding "input" [2, C, SIZE, SIZE] and "logits" (eval mode, float32).
+      holding "input" [2, C, SIZE, SIZE] and "logits" (eval mode, float32);
+      --legacy adds D/NET.legacy.pth in PyTorch's pre-1.6 (non-zip) format.
+      transfer/testdata/lenet.* (LeNet at 12x12, 10 classes, seed 0) came from
+      `gen_transfer.py make --out-dir transfer/testdata --legacy lenet:12`.
 
   gen_transfer.py check --classes 10 NET:SIZE:WEIGHTS:INPUT:OUT ...
       For each entry: build the net, load WEIGHTS (a safetensors file written
@@ -129,6 +132,8 @@ def cmd_make(args):
         sd = m.state_dict()
         base = os.path.join(args.out_dir, name)
         torch.save(sd, base + ".pth")
+        if args.legacy:  # PyTorch's pre-1.6 pickle stream (no zip)
+            torch.save(sd, base + ".legacy.pth", _use_new_zipfile_serialization=False)
         write_safetensors(base + ".safetensors", sd, {"format": "pt", "net": name})
         write_safetensors(base + ".io.safetensors", {"input": x, "logits": y},
                           {"net": name, "input": str(size), "classes": str(args.classes)})
@@ -163,6 +168,7 @@ def main():
     mk.add_argument("--out-dir", required=True)
     mk.add_argument("--classes", type=int, default=10)
     mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--legacy", action="store_true", help="also write NET.legacy.pth in the pre-1.6 format")
     mk.add_argument("nets", nargs="+", help="NET:SIZE")
     ck = sub.add_parser("check")
     ck.add_argument("--classes", type=int, default=10)
