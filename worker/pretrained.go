@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -35,7 +36,17 @@ func ReadPretrained(ctx context.Context, from string, s3 objstore.S3Config) ([]c
 		}
 		loc, step = from[:i], n
 	}
-	objs, prefix, err := objstore.Open(ctx, loc, s3)
+	var objs objstore.Store
+	var prefix string
+	var err error
+	if _, _, isS3, _ := objstore.ParseURI(loc); isS3 {
+		objs, prefix, err = objstore.Open(ctx, loc, s3)
+	} else {
+		// A local location is the run's own folder: the store is its parent.
+		run := strings.TrimSuffix(strings.TrimPrefix(loc, "file://"), "/")
+		objs, err = objstore.NewLocal(filepath.Dir(run))
+		prefix = filepath.Base(run)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pretrained checkpoint %s: %w", from, err)
 	}
