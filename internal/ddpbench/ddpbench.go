@@ -227,6 +227,9 @@ func runRank(ctx context.Context, cfg Config, comm allreduce.Communicator, progr
 	if err != nil {
 		return Result{}, fmt.Errorf("bench ddp: building %s: %w", cfg.Net, err)
 	}
+	if len(m.In) == 3 { // report the sizes the net was built with
+		cfg.Channels, cfg.Input = m.In[0], m.In[1]
+	}
 	opt, err := optim.NewSGD(m, optim.SGDConfig{Momentum: 0.9})
 	if err != nil {
 		return Result{}, err

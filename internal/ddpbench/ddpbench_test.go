@@ -98,7 +98,8 @@ func TestMainFlags(t *testing.T) {
 	t.Setenv("RINGTRAIN_DDPBENCH_CHILD", "1")
 	t.Setenv("RINGTRAIN_STEPS", "2")
 	var out, errb bytes.Buffer
-	args := []string{"-net", "lenet", "-input", "28", "-channels", "1", "-batch", "8", "-world", "1", "-warmup", "0"}
+	// -input 0: the net's default (28), reported as built.
+	args := []string{"-net", "lenet", "-input", "0", "-channels", "0", "-batch", "8", "-world", "1", "-warmup", "0"}
 	if err := Main(context.Background(), args, []string{os.Args[0]}, &out, &errb); err != nil {
 		t.Fatalf("%v\n%s", err, errb.String())
 	}
@@ -106,7 +107,7 @@ func TestMainFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if kv["steps"] != "2" || kv["world"] != "1" {
+	if kv["steps"] != "2" || kv["world"] != "1" || kv["input"] != "28" {
 		t.Fatalf("RINGTRAIN_STEPS not applied or wrong world: %s", out.String())
 	}
 }
