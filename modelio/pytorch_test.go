@@ -137,6 +137,9 @@ func forward(t *testing.T, m *nn.Model, pool *kernels.Pool, x checkpoint.Tensor)
 }
 
 func TestImportExportMatchesPyTorch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs PyTorch twice (~30 s CPU)")
+	}
 	needTorch(t)
 	slow := os.Getenv("RINGTRAIN_SLOW") == "1"
 	var cases []roundTripCase

@@ -88,6 +88,9 @@ func predictTransform(t *testing.T) dataset.TransformConfig {
 }
 
 func TestPredictPhotosMatchPyTorch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs PyTorch's resnet18 (~10 s CPU)")
+	}
 	needPhotos(t)
 	needTorch(t)
 	dir := t.TempDir()
