@@ -5,9 +5,10 @@ python3-torchvision 0.14); the Go tests call it on the fly.
 
   gen_transfer.py make --out-dir D [--classes 10 --seed 0] NET:SIZE ...
       For each net: build the torchvision model (or gen_nets.py's equivalent
-      module for lenet, alexnet-2012, nin), random init from the seed (BN
-      running statistics and num_batches_tracked randomised too, so buffers
-      are exercised), then write D/NET.pth (torch.save(state_dict)),
+      module for lenet, alexnet-2012, nin), random init from the seed
+      (convolutions redrawn He-normal so deep logits depend on the input; BN
+      running statistics, affine parameters and num_batches_tracked
+      randomised too, so buffers are exercised), then write D/NET.pth (torch.save(state_dict)),
       D/NET.safetensors (written here: 8-byte LE header length, JSON header,
       raw little-endian data; num_batches_tracked as I64) and D/NET.io.safetensors
       holding "input" [2, C, SIZE, SIZE] and "logits" (eval mode, float32);
