@@ -92,8 +92,9 @@ func reducePayload(dst []float32, src []byte, dt DType, reduce bool) {
 	addF32(dst, bytesF32(src))
 }
 
-// addF32 does dst[i] += src[i], unrolled by 8 to help the compiler.
-func addF32(dst, src []float32) {
+// addF32Generic does dst[i] += src[i], unrolled by 8 to help the compiler
+// (addF32 uses AVX2 where it can).
+func addF32Generic(dst, src []float32) {
 	src = src[:len(dst)]
 	i := 0
 	for ; i+8 <= len(dst); i += 8 {

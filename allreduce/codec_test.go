@@ -109,3 +109,39 @@ func segOrNil(s *grpcSeg) segmented {
 	}
 	return s
 }
+
+func TestAddF32MatchesGeneric(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	for _, n := range []int{0, 1, 7, 8, 9, 31, 32, 33, 100, 1000, 4099} {
+		for off := 0; off < 3; off++ { // unaligned starts too
+			a := make([]float32, n+off)[off:]
+			b := make([]float32, n+off)[off:]
+			for i := range a {
+				a[i], b[i] = float32(rng.NormFloat64()), float32(rng.NormFloat64())
+			}
+			want := append([]float32(nil), a...)
+			addF32Generic(want, b)
+			addF32(a, b)
+			if !sameBits(a, want) {
+				t.Fatalf("n=%d off=%d: addF32 differs from the generic loop", n, off)
+			}
+		}
+	}
+}
+
+func BenchmarkAddF32(b *testing.B) {
+	dst := make([]float32, 1<<16)
+	src := make([]float32, 1<<16)
+	b.Run("dispatch", func(b *testing.B) {
+		b.SetBytes(4 << 16)
+		for b.Loop() {
+			addF32(dst, src)
+		}
+	})
+	b.Run("generic", func(b *testing.B) {
+		b.SetBytes(4 << 16)
+		for b.Loop() {
+			addF32Generic(dst, src)
+		}
+	})
+}
