@@ -7,8 +7,9 @@
 //
 // gflops uses the best wall time of reps calls; cpu_gflops divides the FLOPs
 // of all reps by the process CPU time (user+sys) and multiplies by threads,
-// which is steadier on a shared machine. It is the driver scripts/bench_gemm.py
-// uses until `ringtrain bench gemm` is wired into the binary.
+// which is steadier on a shared machine. scripts/bench_gemm.py runs it (it
+// needs no build of the whole ringtrain binary, and reports CPU time, which
+// `ringtrain bench gemm` does not).
 package main
 
 import (
