@@ -14,8 +14,8 @@
 # volumes behind. Exits 0 with "skipped: no docker" without a Docker engine.
 #
 # Environment: COMPOSE (default: `docker compose` if present, else
-# docker-compose), RINGTRAIN_COMPOSE_EPOCHS (1), RINGTRAIN_COMPOSE_IMPORT_LIMIT
-# (2000 samples per split into S3; 0 = all 70000), RINGTRAIN_COMPOSE_MIN_ACC
+# docker-compose), RINGTRAIN_COMPOSE_EPOCHS (2), RINGTRAIN_COMPOSE_IMPORT_LIMIT
+# (1000 samples per split into S3; 0 = all 70000), RINGTRAIN_COMPOSE_MIN_ACC
 # (0.97), RINGTRAIN_COMPOSE_KEEP=1 keeps the cluster up on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,9 +38,9 @@ if [ -z "${COMPOSE:-}" ]; then
 	fi
 fi
 
-EPOCHS=${RINGTRAIN_COMPOSE_EPOCHS:-1}
+EPOCHS=${RINGTRAIN_COMPOSE_EPOCHS:-2}
 MIN_ACC=${RINGTRAIN_COMPOSE_MIN_ACC:-0.97}
-export RINGTRAIN_COMPOSE_IMPORT_LIMIT=${RINGTRAIN_COMPOSE_IMPORT_LIMIT:-2000}
+export RINGTRAIN_COMPOSE_IMPORT_LIMIT=${RINGTRAIN_COMPOSE_IMPORT_LIMIT:-1000}
 JOB=mnist
 N=60000
 STEPS=$((EPOCHS * N / 96)) # global batch 96 divides 60000
@@ -126,7 +126,7 @@ progress_until() { # progress_until STEP TIMEOUT: wait, with a line per 20 s
 log "using $COMPOSE ($($COMPOSE version --short 2>/dev/null || $COMPOSE version | head -1)), project $P, $EPOCHS epoch(s) = $STEPS steps"
 "$dir/offline/build.sh"
 log "building images"
-dc build >/dev/null
+dc build >"$tmp/build.log" 2>&1 || { tail -30 "$tmp/build.log" >&2; fail "compose build"; }
 tb=$(date +%s)
 log "compose up: etcd, s3 (versitygw), nats, 2 coordinators, 3 workers, import"
 dc up -d --scale worker=3 >"$tmp/up.log" 2>&1 || { tail -30 "$tmp/up.log" >&2; fail "compose up"; }
@@ -150,7 +150,7 @@ wait_for "a ring of 3 workers" 120 ring_size_is 3
 log "ring of 3 formed: $(state)"
 
 # 1. docker kill a worker mid-run.
-progress_until $((STEPS / 6)) 600
+progress_until $((STEPS / 8)) 600
 victim=${workers[2]}
 k_step=$(step)
 docker kill "$victim" >/dev/null
@@ -160,17 +160,18 @@ kill_recovery=$(python3 -c "import time; print(round(time.time()-$k_at, 1))")
 log "1. killed worker ${victim:0:12} at step $k_step; training passed step $((k_step + 2)) ${kill_recovery}s later"
 
 # 2. partition a worker: disconnect it from the compose network.
-progress_until $((STEPS * 2 / 6)) 600
+progress_until $((STEPS * 3 / 8)) 600
 part=${workers[1]}
 part_id="${part:0:12}-1"
 net=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$part" | awk '{print $1}')
 state | field members | grep -qw "$part_id" || fail "member $part_id of container ${part:0:12} not registered: $(state)"
 p_step=$(step)
+((p_step < STEPS - 50)) || fail "training reached step $p_step of $STEPS before the partition: too fast for this schedule"
 docker network disconnect "$net" "$part"
 p_at=$(date +%s.%N)
 wait_for "eviction of $part_id" 30 not_member "$part_id"
 evict_s=$(python3 -c "import time; print(round(time.time()-$p_at, 1))")
-progress_until $((p_step + 20)) 180
+progress_until $((p_step + 10 < STEPS ? p_step + 10 : STEPS)) 180
 log "2. disconnected worker $part_id at step $p_step: evicted after ${evict_s}s (lease TTL 2s); the rest went on to step $(step)"
 docker network connect "$net" "$part"
 r_at=$(date +%s)
@@ -192,7 +193,7 @@ done
 log "   reconnected: it $rejoin; state $(state)"
 
 # 3. docker kill the leading coordinator.
-progress_until $((STEPS * 3 / 6)) 600
+progress_until $((STEPS * 5 / 8)) 600
 leader=$(state | field leader)
 case "$leader" in
 coordinator-a) standby=coordinator-b ;;
@@ -200,6 +201,7 @@ coordinator-b) standby=coordinator-a ;;
 *) fail "status leader is '$leader'" ;;
 esac
 c_step=$(step)
+((c_step < STEPS - 20)) || fail "training reached step $c_step of $STEPS before the coordinator kill: too fast for this schedule"
 docker kill "$(ids "$leader")" >/dev/null
 c_at=$(date +%s.%N)
 wait_for "$standby to lead" 60 leader_is "$standby"

@@ -34,8 +34,16 @@ if [ ! -x "$bin/versitygw-$VERSITYGW_VERSION" ]; then
 	GOBIN="$bin/gobin-vgw" go install -trimpath -ldflags="-s -w" "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 	mv "$bin/gobin-vgw/versitygw" "$bin/versitygw-$VERSITYGW_VERSION" && rmdir "$bin/gobin-vgw"
 fi
-step "ringtrain, entry, probe, check (from this checkout)"
-(cd "$root" && go build -trimpath -o "$bin/ringtrain" ./cmd/ringtrain \
+# RINGTRAIN_BUILD_FROM=HEAD builds ringtrain from the last commit (a clean
+# export) instead of the working tree, e.g. while others edit the checkout.
+src="$root"
+if [ -n "${RINGTRAIN_BUILD_FROM:-}" ]; then
+	src="$(mktemp -d)"
+	trap 'rm -rf "$src"' EXIT
+	(cd "$root" && git archive "$RINGTRAIN_BUILD_FROM") | tar -x -C "$src"
+fi
+step "ringtrain, entry, probe, check (from ${RINGTRAIN_BUILD_FROM:-the working tree})"
+(cd "$src" && go build -trimpath -o "$bin/ringtrain" ./cmd/ringtrain \
 	&& go build -trimpath -o "$bin/entry" ./deploy/compose/entry \
 	&& go build -trimpath -o "$bin/probe" ./deploy/compose/probe \
 	&& go build -trimpath -o "$bin/check" ./deploy/compose/check)
