@@ -48,3 +48,62 @@ tail:
 	JMP  tail
 done:
 	RET
+
+// func encodeF16F16C(dst *byte, src *float32, n int)
+// n is a multiple of 8; rounds to nearest even (imm 0).
+TEXT ·encodeF16F16C(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+enc8:
+	CMPQ CX, $8
+	JLT  encdone
+	VMOVUPS   (SI), Y0
+	VCVTPS2PH $0, Y0, X1
+	VMOVDQU   X1, (DI)
+	ADDQ $32, SI
+	ADDQ $16, DI
+	SUBQ $8, CX
+	JMP  enc8
+encdone:
+	VZEROUPPER
+	RET
+
+// func decodeAddF16F16C(dst *float32, src *byte, n int)
+// dst[i] += half(src[i]); n is a multiple of 8.
+TEXT ·decodeAddF16F16C(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+dadd8:
+	CMPQ CX, $8
+	JLT  dadddone
+	VCVTPH2PS (SI), Y0
+	VADDPS    (DI), Y0, Y0
+	VMOVUPS   Y0, (DI)
+	ADDQ $16, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  dadd8
+dadddone:
+	VZEROUPPER
+	RET
+
+// func decodeF16F16C(dst *float32, src *byte, n int)
+// dst[i] = half(src[i]); n is a multiple of 8.
+TEXT ·decodeF16F16C(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+dec8:
+	CMPQ CX, $8
+	JLT  decdone
+	VCVTPH2PS (SI), Y0
+	VMOVUPS   Y0, (DI)
+	ADDQ $16, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  dec8
+decdone:
+	VZEROUPPER
+	RET

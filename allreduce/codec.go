@@ -41,8 +41,8 @@ func encodePayload(dst []byte, src []float32, dt DType) {
 	copy(dst, f32Bytes(src))
 }
 
-// encodeF16 is F32ToF16 over a slice, with the normal case inlined.
-func encodeF16(dst []byte, src []float32) {
+// encodeF16Generic is F32ToF16 over a slice, with the normal case inlined.
+func encodeF16Generic(dst []byte, src []float32) {
 	dst = dst[:2*len(src)]
 	for i, v := range src {
 		b := math.Float32bits(v)
@@ -59,9 +59,9 @@ func encodeF16(dst []byte, src []float32) {
 	}
 }
 
-// decodeF16 adds or copies fp16 values into dst, with the normal case of
-// F16ToF32 inlined.
-func decodeF16(dst []float32, src []byte, reduce bool) {
+// decodeF16Generic adds or copies fp16 values into dst, with the normal
+// case of F16ToF32 inlined.
+func decodeF16Generic(dst []float32, src []byte, reduce bool) {
 	src = src[:2*len(dst)]
 	for i := range dst {
 		h := binary.LittleEndian.Uint16(src[2*i:])
