@@ -15,8 +15,9 @@ type Pool struct {
 	wg      sync.WaitGroup
 	kern    *microKernel // SGEMM micro-kernel, fixed at construction
 
-	mu   sync.Mutex
-	jobs []*gemmJob // idle SGEMM jobs with their packing buffers
+	mu     sync.Mutex
+	jobs   []*gemmJob // idle SGEMM jobs with their packing buffers
+	forJob []*forJob  // idle ParallelFor jobs
 }
 
 // NewPool starts a pool of threads goroutines (threads ≥ 1). The caller owns
@@ -123,12 +124,47 @@ func (p *Pool) ParallelFor(n int, f func(lo, hi int)) {
 		}
 		return
 	}
-	var wg sync.WaitGroup
-	wg.Add(t - 1)
+	j := p.getForJob()
+	j.f = f
+	j.wg.Add(t - 1)
 	for i := 0; i < t-1; i++ {
-		lo, hi := i*n/t, (i+1)*n/t
-		p.work <- func() { defer wg.Done(); f(lo, hi) }
+		j.parts[i].lo, j.parts[i].hi = i*n/t, (i+1)*n/t
+		p.work <- j.parts[i].run
 	}
 	f((t-1)*n/t, n)
-	wg.Wait()
+	j.wg.Wait()
+	j.f = nil
+	p.mu.Lock()
+	p.forJob = append(p.forJob, j)
+	p.mu.Unlock()
+}
+
+// forJob is one ParallelFor call's shared state, reused so that a steady
+// stream of calls allocates nothing (beyond what the caller's f does).
+type forJob struct {
+	f     func(lo, hi int)
+	wg    sync.WaitGroup
+	parts []forPart
+}
+
+type forPart struct {
+	lo, hi int
+	run    func() // bound once: f(lo, hi) then Done
+}
+
+func (p *Pool) getForJob() *forJob {
+	p.mu.Lock()
+	if n := len(p.forJob); n > 0 {
+		j := p.forJob[n-1]
+		p.forJob = p.forJob[:n-1]
+		p.mu.Unlock()
+		return j
+	}
+	p.mu.Unlock()
+	j := &forJob{parts: make([]forPart, p.threads-1)}
+	for i := range j.parts {
+		pt := &j.parts[i]
+		pt.run = func() { j.f(pt.lo, pt.hi); j.wg.Done() }
+	}
+	return j
 }

@@ -1,0 +1,42 @@
+package kernels
+
+import (
+	"sync/atomic"
+	"testing"
+)
+
+func TestParallelForCoversRangeOnce(t *testing.T) {
+	for _, threads := range []int{1, 2, 3, 5} {
+		p := NewPool(threads)
+		for _, n := range []int{0, 1, 2, 3, 7, 100} {
+			hits := make([]int32, n)
+			var calls atomic.Int32
+			p.ParallelFor(n, func(lo, hi int) {
+				calls.Add(1)
+				for i := lo; i < hi; i++ {
+					atomic.AddInt32(&hits[i], 1)
+				}
+			})
+			for i, h := range hits {
+				if h != 1 {
+					t.Fatalf("threads=%d n=%d: index %d covered %d times", threads, n, i, h)
+				}
+			}
+			if c := int(calls.Load()); c > threads || (n > 0 && c == 0) {
+				t.Fatalf("threads=%d n=%d: f called %d times", threads, n, c)
+			}
+		}
+		p.Close()
+	}
+}
+
+func TestParallelForZeroAllocs(t *testing.T) {
+	p := NewPool(2)
+	defer p.Close()
+	var sum atomic.Int64
+	f := func(lo, hi int) { sum.Add(int64(hi - lo)) }
+	p.ParallelFor(64, f)
+	if allocs := testing.AllocsPerRun(50, func() { p.ParallelFor(64, f) }); allocs != 0 {
+		t.Errorf("ParallelFor: %v allocs per call, want 0", allocs)
+	}
+}
