@@ -8,6 +8,11 @@
 //	check state -etcd URL -job J
 //	    prints the job's status, progress, ring and live members from etcd
 //	    as one JSON line (for the script's polling).
+//	check wait -etcd URL -job J [-timeout 10m] COND
+//	    polls every 100 ms on one connection until COND holds, then prints
+//	    how long it took and the job's view; COND is one of step>=N, done,
+//	    leader=ID, in-ring=ID, member-gone=ID. A progress line (step, rate,
+//	    ETA) goes to stderr every 20 s.
 package main
 
 import (
@@ -21,6 +26,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -42,6 +48,8 @@ func main() {
 		err = runAccounting(os.Args[2:])
 	case "state":
 		err = runState(os.Args[2:])
+	case "wait":
+		err = runWait(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q (accounting, state)", os.Args[1])
 	}
@@ -232,4 +240,101 @@ func readJob(ctx context.Context, cli *clientv3.Client, job string) (jobView, er
 	v.Phase, v.Leader, v.Message = string(status.Phase), status.Leader, status.Message
 	v.Generation, v.Step, v.Epoch, v.Done = ring.Generation, state.Step, state.Epoch, state.Done
 	return v, nil
+}
+
+// cond is a condition on a job's view that `check wait` waits for.
+type cond struct {
+	kind string // "step", "done", "leader", "in-ring", "member-gone"
+	n    int64
+	id   string
+}
+
+func parseCond(s string) (cond, error) {
+	if s == "done" {
+		return cond{kind: "done"}, nil
+	}
+	if v, ok := strings.CutPrefix(s, "step>="); ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return cond{}, fmt.Errorf("condition %q: step must be a non-negative integer", s)
+		}
+		return cond{kind: "step", n: n}, nil
+	}
+	for _, k := range []string{"leader", "in-ring", "member-gone"} {
+		if v, ok := strings.CutPrefix(s, k+"="); ok && v != "" {
+			return cond{kind: k, id: v}, nil
+		}
+	}
+	return cond{}, fmt.Errorf("unknown condition %q (step>=N, done, leader=ID, in-ring=ID, member-gone=ID)", s)
+}
+
+func (c cond) holds(v jobView) bool {
+	switch c.kind {
+	case "step":
+		return v.Step >= c.n
+	case "done":
+		return v.Done
+	case "leader":
+		return v.Leader == c.id
+	case "in-ring":
+		return slices.Contains(v.Ring, c.id)
+	case "member-gone":
+		return !slices.Contains(v.Members, c.id)
+	}
+	return false
+}
+
+func runWait(args []string) error {
+	fs := flag.NewFlagSet("wait", flag.ContinueOnError)
+	etcd := fs.String("etcd", "http://127.0.0.1:2379", "comma-separated etcd client URLs")
+	job := fs.String("job", "", "job name")
+	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this")
+	total := fs.Int64("steps", 0, "total steps of the job, for the ETA in progress lines")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: check wait -etcd URL -job J COND")
+	}
+	c, err := parseCond(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(*etcd, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return fmt.Errorf("etcd client for %s: %w", *etcd, err)
+	}
+	defer cli.Close()
+	start := time.Now()
+	lastLine, lastStep, lastAt := start, int64(-1), start
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		v, err := readJob(ctx, cli, *job)
+		cancel()
+		if err == nil && c.holds(v) {
+			b, _ := json.Marshal(v)
+			fmt.Printf("%.2f %s\n", time.Since(start).Seconds(), b)
+			return nil
+		}
+		now := time.Now()
+		if now.Sub(start) > *timeout {
+			return fmt.Errorf("%s did not hold within %v (last view %+v, err %v)", fs.Arg(0), *timeout, v, err)
+		}
+		if err == nil && now.Sub(lastLine) >= 20*time.Second {
+			rate := 0.0
+			if lastStep >= 0 {
+				rate = float64(v.Step-lastStep) / now.Sub(lastAt).Seconds()
+			}
+			eta := "?"
+			if rate > 0 && *total > 0 {
+				eta = (time.Duration(float64(*total-v.Step)/rate) * time.Second).Round(time.Second).String()
+			}
+			fmt.Fprintf(os.Stderr, "  waiting for %s: step %d/%d, %.1f steps/s, ETA %s, ring %v\n", fs.Arg(0), v.Step, *total, rate, eta, v.Ring)
+			lastLine, lastStep, lastAt = now, v.Step, now
+		}
+		if lastStep < 0 && err == nil {
+			lastStep, lastAt = v.Step, now
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -65,3 +65,41 @@ func TestReadSamples(t *testing.T) {
 		}
 	}
 }
+
+func TestCond(t *testing.T) {
+	v := jobView{Step: 500, Leader: "coordinator-b", Ring: []string{"a-1", "b-1"}, Members: []string{"a-1", "b-1", "c-1"}}
+	tests := []struct {
+		in      string
+		holds   bool
+		wantErr bool
+	}{
+		{"step>=500", true, false},
+		{"step>=501", false, false},
+		{"step>=0", true, false},
+		{"done", false, false},
+		{"leader=coordinator-b", true, false},
+		{"leader=coordinator-a", false, false},
+		{"in-ring=b-1", true, false},
+		{"in-ring=c-1", false, false},
+		{"member-gone=c-1", false, false},
+		{"member-gone=d-1", true, false},
+		{"step>=-1", false, true},
+		{"step>=x", false, true},
+		{"leader=", false, true},
+		{"ring=a", false, true},
+		{"", false, true},
+	}
+	for _, tt := range tests {
+		c, err := parseCond(tt.in)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("parseCond(%q) error %v, want error %v", tt.in, err, tt.wantErr)
+			continue
+		}
+		if err == nil && c.holds(v) != tt.holds {
+			t.Errorf("%q holds = %v, want %v", tt.in, !tt.holds, tt.holds)
+		}
+	}
+	if c, _ := parseCond("done"); !c.holds(jobView{Done: true}) {
+		t.Error("done does not hold for a done job")
+	}
+}
