@@ -144,7 +144,16 @@ func TestImportExportMatchesPyTorch(t *testing.T) {
 	slow := os.Getenv("RINGTRAIN_SLOW") == "1"
 	var cases []roundTripCase
 	var skipped []string
+	only := map[string]bool{} // RINGTRAIN_NETS=vgg11,resnet50 narrows the set
+	for _, n := range strings.Split(os.Getenv("RINGTRAIN_NETS"), ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			only[n] = true
+		}
+	}
 	for _, c := range roundTripCases() {
+		if len(only) > 0 && !only[c.net] {
+			continue
+		}
 		if c.slow && !slow {
 			skipped = append(skipped, c.net)
 			continue
