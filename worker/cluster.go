@@ -144,7 +144,7 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) error {
 			pub = coordinator.NewNATSPublisher(nc)
 		}
 	}
-	w, err := newClusterWorker(ctx, cfg, spec, cli, pub, log)
+	w, err := newClusterWorker(ctx, cfg, spec, cli, pub, log.With("addr", addr))
 	if err != nil {
 		return err
 	}
@@ -261,7 +261,7 @@ func newClusterWorker(ctx context.Context, cfg ClusterConfig, spec coordinator.J
 	go func() { defer w.wg.Done(); w.watchStatus(bg) }()
 	total, _ := model.NumParams()
 	log.Info("worker ready", "net", spec.Net, "params", total, "train", train.Len(), "global_batch", spec.GlobalBatchSize,
-		"epochs", spec.Epochs, "addr", w.addr, "threads", cfg.Threads)
+		"epochs", spec.Epochs, "threads", cfg.Threads)
 	return w, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"path/filepath"
 	"strings"
 
 	"github.com/ringtrain/ringtrain/dataset"
@@ -64,9 +65,17 @@ func (s *StreamSource) Open(sampler dataset.Sampler, start dataset.SamplerState,
 // openStream opens the split a URI names: scheme://bucket/root/split (or a
 // local path root/split), where root may hold classes.txt.
 func openStream(ctx context.Context, uri string, s3 objstore.S3Config, tc dataset.TransformConfig, log *slog.Logger) (*StreamSource, error) {
-	store, prefix, err := objstore.Open(ctx, uri, s3)
+	loc := uri
+	if !strings.HasPrefix(uri, "s3://") {
+		// A local store is rooted at the dataset root, the folder above the split.
+		loc = filepath.Dir(strings.TrimSuffix(strings.TrimPrefix(uri, "file://"), "/"))
+	}
+	store, prefix, err := objstore.Open(ctx, loc, s3)
 	if err != nil {
 		return nil, fmt.Errorf("dataset %s: %w", uri, err)
+	}
+	if loc != uri {
+		prefix = filepath.Base(strings.TrimSuffix(uri, "/"))
 	}
 	prefix = strings.TrimSuffix(prefix, "/")
 	root, split := path.Split(prefix)
