@@ -92,9 +92,9 @@ var trainCases = []struct {
 	{"vgg13_bn", 32, 0.002, true, 6, false, true},
 	{"vgg19_bn", 32, 0.002, true, 6, false, true},
 	{"resnet34", 32, 0.02, true, 0, false, false},
-	{"resnet50", 32, 0.02, true, 0, false, false},
-	{"resnet101", 32, 0.02, true, 0, false, false},
-	{"resnet152", 32, 0.02, true, 0, false, false},
+	{"resnet50", 32, 0.005, true, 8, false, false},
+	{"resnet101", 32, 0.005, true, 8, false, false},
+	{"resnet152", 32, 0.005, true, 8, false, false},
 	{"densenet169", 32, 0.02, true, 0, false, false},
 	{"densenet201", 32, 0.02, true, 0, false, false},
 }
