@@ -40,6 +40,9 @@ type ClusterConfig struct {
 	// the step fail within it; default 10s.
 	CollectiveTimeout time.Duration
 	CheckEvery        int    // replica checksum every K steps; default 50
+	// Transport carries the ring: "grpc" (default) or "tcp" (plain TCP
+	// frames, less CPU per byte).
+	Transport string
 	SampleLog         string // optional JSON-lines file of every completed global batch
 	MetricsEvery      int    // publish step metrics every N steps; default 10
 	Log               *slog.Logger
@@ -86,6 +89,8 @@ func (c *ClusterConfig) Validate() error {
 		return fmt.Errorf("lease-ttl: %v must be ≥ 1s", c.LeaseTTL)
 	case c.Threads < 1:
 		return fmt.Errorf("threads: %d must be ≥ 1", c.Threads)
+	case c.Transport != "" && c.Transport != "grpc" && c.Transport != "tcp":
+		return fmt.Errorf("transport: %q is not grpc or tcp", c.Transport)
 	}
 	return nil
 }
@@ -409,7 +414,11 @@ func (w *clusterWorker) trainGeneration(ctx context.Context, ring coordinator.Ri
 	}
 	log := w.log.With("gen", ring.Generation, "rank", rank, "world", len(addrs))
 	dctx, cancel := context.WithTimeout(ctx, w.cfg.CollectiveTimeout+w.cfg.LeaseTTL)
-	comm, err := allreduce.DialRing(dctx, allreduce.RingConfig{Rank: rank, Addrs: withListen(addrs, rank, w.cfg.Listen), Generation: ring.Generation,
+	dial := allreduce.DialRing
+	if w.cfg.Transport == "tcp" {
+		dial = allreduce.DialRingTCP
+	}
+	comm, err := dial(dctx, allreduce.RingConfig{Rank: rank, Addrs: withListen(addrs, rank, w.cfg.Listen), Generation: ring.Generation,
 		Options: allreduce.Options{Timeout: w.cfg.CollectiveTimeout, Logger: log}})
 	cancel()
 	if err != nil {

@@ -22,6 +22,7 @@ func runWorker(args []string) error {
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 5*time.Second, "membership lease TTL: a dead worker is dropped after this")
 	fs.DurationVar(&c.CollectiveTimeout, "collective-timeout", 10*time.Second, "all-reduce timeout: a stalled peer fails the step after this")
 	fs.IntVar(&c.CheckEvery, "check-every", 50, "compare replica checksums every K steps")
+	fs.StringVar(&c.Transport, "transport", "grpc", "all-reduce transport: grpc or tcp (plain TCP frames, less CPU per byte)")
 	fs.StringVar(&c.SampleLog, "sample-log", "", "append every completed global batch as JSON lines to this file")
 	var s3 dataS3Flags
 	s3.register(fs)
