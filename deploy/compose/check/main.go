@@ -10,7 +10,7 @@
 //	    as one JSON line (for the script's polling).
 //	check wait -etcd URL -job J [-timeout 10m] COND
 //	    polls every 100 ms on one connection until COND holds, then prints
-//	    how long it took and the job's view; COND is one of step>=N, done,
+//	    how long it took and the job's view; COND is one of step>=N, gen>=N, done,
 //	    leader=ID, in-ring=ID, member-gone=ID. A progress line (step, rate,
 //	    ETA) goes to stderr every 20 s.
 package main
@@ -244,7 +244,7 @@ func readJob(ctx context.Context, cli *clientv3.Client, job string) (jobView, er
 
 // cond is a condition on a job's view that `check wait` waits for.
 type cond struct {
-	kind string // "step", "done", "leader", "in-ring", "member-gone"
+	kind string // "step", "gen", "done", "leader", "in-ring", "member-gone"
 	n    int64
 	id   string
 }
@@ -253,25 +253,29 @@ func parseCond(s string) (cond, error) {
 	if s == "done" {
 		return cond{kind: "done"}, nil
 	}
-	if v, ok := strings.CutPrefix(s, "step>="); ok {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			return cond{}, fmt.Errorf("condition %q: step must be a non-negative integer", s)
+	for _, k := range []string{"step", "gen"} {
+		if v, ok := strings.CutPrefix(s, k+">="); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return cond{}, fmt.Errorf("condition %q: %s must be a non-negative integer", s, k)
+			}
+			return cond{kind: k, n: n}, nil
 		}
-		return cond{kind: "step", n: n}, nil
 	}
 	for _, k := range []string{"leader", "in-ring", "member-gone"} {
 		if v, ok := strings.CutPrefix(s, k+"="); ok && v != "" {
 			return cond{kind: k, id: v}, nil
 		}
 	}
-	return cond{}, fmt.Errorf("unknown condition %q (step>=N, done, leader=ID, in-ring=ID, member-gone=ID)", s)
+	return cond{}, fmt.Errorf("unknown condition %q (step>=N, gen>=N, done, leader=ID, in-ring=ID, member-gone=ID)", s)
 }
 
 func (c cond) holds(v jobView) bool {
 	switch c.kind {
 	case "step":
 		return v.Step >= c.n
+	case "gen":
+		return int64(v.Generation) >= c.n
 	case "done":
 		return v.Done
 	case "leader":

@@ -67,7 +67,7 @@ func TestReadSamples(t *testing.T) {
 }
 
 func TestCond(t *testing.T) {
-	v := jobView{Step: 500, Leader: "coordinator-b", Ring: []string{"a-1", "b-1"}, Members: []string{"a-1", "b-1", "c-1"}}
+	v := jobView{Generation: 3, Step: 500, Leader: "coordinator-b", Ring: []string{"a-1", "b-1"}, Members: []string{"a-1", "b-1", "c-1"}}
 	tests := []struct {
 		in      string
 		holds   bool
@@ -77,6 +77,9 @@ func TestCond(t *testing.T) {
 		{"step>=501", false, false},
 		{"step>=0", true, false},
 		{"done", false, false},
+		{"gen>=3", true, false},
+		{"gen>=4", false, false},
+		{"gen>=", false, true},
 		{"leader=coordinator-b", true, false},
 		{"leader=coordinator-a", false, false},
 		{"in-ring=b-1", true, false},
