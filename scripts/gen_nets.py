@@ -246,8 +246,9 @@ def run_case(m, x, labels, max_grad):
 
 
 def rel_err(got, want):
-    den = np.abs(want).max()
-    num = np.abs(got - want).max()
+    """||got - want||_2 / ||want||_2 (nets/numerics_test.go relErr)."""
+    den = np.linalg.norm(want.ravel())
+    num = np.linalg.norm((got - want).ravel())
     return num / den if den > 0 else num
 
 
