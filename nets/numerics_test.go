@@ -320,7 +320,7 @@ var numericsCases = []struct {
 	{"resnet101", 128, true},
 	{"resnet152", 128, true},
 	{"densenet169", 64, true},
-	{"densenet201", 128, true},
+	{"densenet201", 128, true}, // open: two deepest gradients 1.2–1.3% off float64, 3.3–4.4× PyTorch's own float32 error: fails the 3× rule
 	{"alexnet", 224, true},
 	{"resnet18", 224, true},
 }
