@@ -3,6 +3,7 @@ package nets
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"testing"
 
@@ -99,6 +100,10 @@ var trainCases = []struct {
 	{"densenet201", 32, 0.02, true, 0, false, false},
 }
 
+// exhaustiveTrain repeats families the slow run covers (vgg11/vgg16 with
+// and without BN stay in it); CI leaves them out to stay in its budget.
+var exhaustiveTrain = map[string]bool{"vgg13": true, "vgg19": true, "vgg13_bn": true, "vgg19_bn": true}
+
 // TestTrainingLossGoesDown runs a few SGD (momentum 0.9) or Adam steps on
 // one fixed
 // batch of real MNIST digits (upsampled, channel-expanded) and requires the
@@ -110,6 +115,9 @@ func TestTrainingLossGoesDown(t *testing.T) {
 	const batch = 10
 	for _, tc := range trainCases {
 		t.Run(fmt.Sprintf("%s@%d", tc.net, tc.input), func(t *testing.T) {
+			if exhaustiveTrain[tc.net] && os.Getenv("RINGTRAIN_EXHAUSTIVE") == "" {
+				t.Skip("RINGTRAIN_EXHAUSTIVE=1 only: the same family as a slow case, minutes per net")
+			}
 			if tc.slow && !slow() {
 				t.Skip("RINGTRAIN_SLOW=1 only")
 			}
