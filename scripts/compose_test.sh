@@ -182,6 +182,7 @@ net=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{e
 state | field members | grep -qw -- "$part_id" || fail "member $part_id of container ${part:0:12} not registered: $(state)"
 p_step=$(step)
 mid "$p_step" "the partition"
+ip_before=$(ip_of "$part")
 t3=$(now)
 docker network disconnect "$net" "$part"
 cw "member-gone=$part_id" >/dev/null
@@ -191,6 +192,7 @@ cw "step>=$((p2 + 5 < STEPS ? p2 + 5 : STEPS))" >/dev/null
 log "3. disconnected worker $part_id at step ~$p_step: evicted after ${evict_s}s (lease TTL 2s); the rest went on to step $((p2 + 5)) $(since "$t3")s after the cut"
 docker network connect "$net" "$part"
 r_at=$(date +%s)
+log "   reconnected: address $ip_before before the cut, $(ip_of "$part") after"
 rejoin=""
 while [ -z "$rejoin" ]; do
 	if (($(date +%s) - r_at > REJOIN_S)); then
