@@ -108,7 +108,7 @@ wait_for() {
 	done
 }
 # cw COND: wait (check wait) for a condition of the job; prints "SECONDS VIEW".
-cw() { "$bin/check" wait -etcd "$ETCD" -job "$JOB" -steps "$STEPS" -timeout 600s "$1" || fail "waiting for $1"; }
+cw() { "$bin/check" wait -etcd "$ETCD" -job "$JOB" -steps "$STEPS" -timeout 600s -stall 120s "$1" || fail "waiting for $1"; }
 now() { date +%s.%N; }
 since() { python3 -c "import sys,time; print(round(time.time()-float(sys.argv[1]), 2))" "$1"; }
 exited() { [ "$(docker inspect -f '{{.State.Running}}' "$1")" = false ]; }

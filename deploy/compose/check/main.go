@@ -8,7 +8,7 @@
 //	check state -etcd URL -job J
 //	    prints the job's status, progress, ring and live members from etcd
 //	    as one JSON line (for the script's polling).
-//	check wait -etcd URL -job J [-timeout 10m] COND
+//	check wait -etcd URL -job J [-timeout 10m] [-stall 2m] COND
 //	    polls every 100 ms on one connection until COND holds, then prints
 //	    how long it took and the job's view; COND is one of step>=N, gen>=N, done,
 //	    leader=ID, in-ring=ID, member-gone=ID. A progress line (step, rate,
@@ -294,6 +294,7 @@ func runWait(args []string) error {
 	job := fs.String("job", "", "job name")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this")
 	total := fs.Int64("steps", 0, "total steps of the job, for the ETA in progress lines")
+	stall := fs.Duration("stall", 0, "fail when the step has not moved for this long (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -311,6 +312,7 @@ func runWait(args []string) error {
 	defer cli.Close()
 	start := time.Now()
 	lastLine, lastStep, lastAt := start, int64(-1), start
+	moved, movedAt := int64(-1), start
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		v, err := readJob(ctx, cli, *job)
@@ -321,6 +323,13 @@ func runWait(args []string) error {
 			return nil
 		}
 		now := time.Now()
+		if err == nil && v.Step != moved {
+			moved, movedAt = v.Step, now
+		}
+		if *stall > 0 && now.Sub(movedAt) > *stall {
+			return fmt.Errorf("waiting for %s: training stalled at step %d for %v (ring generation %d %v, members %v)",
+				fs.Arg(0), moved, *stall, v.Generation, v.Ring, v.Members)
+		}
 		if now.Sub(start) > *timeout {
 			return fmt.Errorf("%s did not hold within %v (last view %+v, err %v)", fs.Arg(0), *timeout, v, err)
 		}
