@@ -4,10 +4,10 @@
 # Builds the offline images (deploy/compose/offline/build.sh: static binaries
 # FROM scratch, nothing pulled), brings the cluster up with 3 workers and
 # then, while LeNet trains on MNIST:
-#   1. docker network disconnect a worker -> it is evicted within the lease
+#   1. docker kill the leading coordinator -> the standby leads;
+#   2. docker network disconnect a worker -> it is evicted within the lease
 #      TTL, the rest go on; reconnected, it rejoins or exits cleanly;
-#   2. docker kill another worker     -> the run goes on;
-#   3. docker kill the leading coordinator -> the standby leads;
+#   3. docker kill another worker     -> the run goes on;
 # and checks the final test accuracy (>= RINGTRAIN_COMPOSE_MIN_ACC), exact-once
 # sample accounting per epoch over every worker's sample log, clean exits of
 # the surviving workers, and that `down -v` leaves no containers, networks or
@@ -141,12 +141,27 @@ wait_for "a ring of 3 workers" 120 ring_size_is 3
 log "ring of 3 formed: $(state)"
 
 # The three faults follow each other as soon as the previous one is
-# absorbed, the slowest (partition, eviction, rejoin) first (training on an idle machine runs ~20 steps/s, on a loaded one a
+# absorbed: coordinator kill, partition (eviction, rejoin), worker kill (training on an idle machine runs ~20 steps/s, on a loaded one a
 # third of that); each must hit the run mid-epoch, well before its end.
 mid() { (($1 < STEPS - 50)) || fail "training reached step $1 of $STEPS before $2: too fast for this schedule"; }
 
 cw step\>=30 >/dev/null
-# 1. partition a worker: disconnect it from the compose network.
+# 1. docker kill the leading coordinator (fast, training goes on).
+leader=$(state | field leader)
+case "$leader" in
+coordinator-a) standby=coordinator-b ;;
+coordinator-b) standby=coordinator-a ;;
+*) fail "status leader is '$leader'" ;;
+esac
+c_step=$(step)
+mid "$c_step" "the coordinator kill"
+t2=$(now)
+docker kill "$(ids "$leader")" >/dev/null
+cw "leader=$standby" >/dev/null
+takeover=$(since "$t2")
+log "1. killed the leading $leader at step $c_step: $standby leads after ${takeover}s"
+
+# 2. partition a worker: disconnect it from the compose network.
 part=${workers[1]}
 part_id="${part:0:12}-1"
 net=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$part" | awk '{print $1}')
@@ -160,7 +175,7 @@ cw "member-gone=$part_id" >/dev/null
 evict_s=$(since "$t3")
 p2=$(step)
 cw "step>=$((p2 + 5 < STEPS ? p2 + 5 : STEPS))" >/dev/null
-log "1. disconnected worker $part_id at step ~$p_step: evicted after ${evict_s}s (lease TTL 2s); the rest went on to step $((p2 + 5)) $(since "$t3")s after the cut"
+log "2. disconnected worker $part_id at step ~$p_step: evicted after ${evict_s}s (lease TTL 2s); the rest went on to step $((p2 + 5)) $(since "$t3")s after the cut"
 docker network connect "$net" "$part"
 r_at=$(date +%s)
 log "   reconnected: address $ip_before before the cut, $(ip_of "$part") after"
@@ -184,7 +199,7 @@ $(docker logs "$part" 2>&1 | tail -3)"
 done
 log "   reconnected: it $rejoin; $(state)"
 
-# 2. docker kill a worker mid-run.
+# 3. docker kill a worker mid-run.
 victim=${workers[2]}
 k_step=$(step)
 k_gen=$(state | field generation)
@@ -196,22 +211,7 @@ g_s=$(since "$t1")
 s1=$(step)
 cw "step>=$((s1 + 1))" >/dev/null
 kill_recovery=$(since "$t1")
-log "2. killed worker ${victim:0:12} at step ~$k_step: new ring generation after ${g_s}s, next completed step after ${kill_recovery}s"
-
-# 3. docker kill the leading coordinator.
-leader=$(state | field leader)
-case "$leader" in
-coordinator-a) standby=coordinator-b ;;
-coordinator-b) standby=coordinator-a ;;
-*) fail "status leader is '$leader'" ;;
-esac
-c_step=$(step)
-mid "$c_step" "the coordinator kill"
-t2=$(now)
-docker kill "$(ids "$leader")" >/dev/null
-cw "leader=$standby" >/dev/null
-takeover=$(since "$t2")
-log "3. killed the leading $leader at step $c_step: $standby leads after ${takeover}s"
+log "3. killed worker ${victim:0:12} at step ~$k_step: new ring generation after ${g_s}s, next completed step after ${kill_recovery}s"
 
 # The run finishes.
 cw done >/dev/null
