@@ -209,7 +209,7 @@ docker kill "$victim" >/dev/null
 cw "gen>=$((k_gen + 1))" >/dev/null
 g_s=$(since "$t1")
 s1=$(step)
-cw "step>=$((s1 + 1))" >/dev/null
+cw "step>=$((s1 + 1 < STEPS ? s1 + 1 : STEPS))" >/dev/null
 kill_recovery=$(since "$t1")
 log "3. killed worker ${victim:0:12} at step ~$k_step: new ring generation after ${g_s}s, next completed step after ${kill_recovery}s"
 
