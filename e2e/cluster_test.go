@@ -193,6 +193,16 @@ func (c *cluster) waitFor(what string, timeout time.Duration, cond func() bool) 
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
+			c.mu.Lock()
+			names := make([]string, 0, len(c.procs))
+			for n := range c.procs {
+				names = append(names, n)
+			}
+			c.mu.Unlock()
+			sort.Strings(names)
+			for _, n := range names {
+				c.t.Logf("--- %s log:\n%s", n, c.log(n))
+			}
 			c.t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -317,7 +327,6 @@ func TestClusterSurvivesKillsAndJoins(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		c.startWorker(job, fmt.Sprintf("worker-%d", i))
 	}
-	c.waitFor("3 registered workers", time.Minute, func() bool { return c.members(job) == 3 })
 	spec := coordinator.JobSpec{
 		Name: job, Net: "lenet", Dataset: coordinator.DatasetSpec{URI: "builtin:mnist", Layout: "idx"},
 		Classes: 10, Input: coordinator.InputSpec{Channels: 1, Height: 28, Width: 28}, GlobalBatchSize: 96, Epochs: 2, Seed: 5,
@@ -333,6 +342,8 @@ func TestClusterSurvivesKillsAndJoins(t *testing.T) {
 	defer cl.Close()
 	c.submit(cl, b)
 	start := time.Now()
+	// Workers register once their model and data are loaded.
+	c.waitFor("3 registered workers", time.Minute, func() bool { return c.members(job) == 3 })
 
 	// SIGKILL worker-2 mid-epoch.
 	c.waitFor("step 150", 3*time.Minute, func() bool { return c.state(job).Step >= 150 })
@@ -421,7 +432,6 @@ func TestClusterSurvivesKillsAndJoins(t *testing.T) {
 	if strings.Contains(c.log("worker-0"), "replicas diverged") {
 		t.Fatal("worker-0 reported diverged replicas")
 	}
-	_ = sort.Ints
 }
 
 func contains(s []string, x string) bool {

@@ -39,13 +39,13 @@ type ClusterConfig struct {
 	// CollectiveTimeout bounds every all-reduce: a dead or stalled peer makes
 	// the step fail within it; default 10s.
 	CollectiveTimeout time.Duration
-	CheckEvery        int    // replica checksum every K steps; default 50
+	CheckEvery        int // replica checksum every K steps; default 50
 	// Transport carries the ring: "grpc" (default) or "tcp" (plain TCP
 	// frames, less CPU per byte).
-	Transport string
-	SampleLog         string // optional JSON-lines file of every completed global batch
-	MetricsEvery      int    // publish step metrics every N steps; default 10
-	Log               *slog.Logger
+	Transport    string
+	SampleLog    string // optional JSON-lines file of every completed global batch
+	MetricsEvery int    // publish step metrics every N steps; default 10
+	Log          *slog.Logger
 }
 
 func (c *ClusterConfig) setDefaults() {
@@ -128,13 +128,6 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) error {
 		return err
 	}
 	cfg.Listen = listen
-	// Register before reading the spec, so that a launcher can wait for
-	// all its workers and the first ring holds them all.
-	reg := &registration{cli: cli, job: cfg.Job, id: cfg.ID, addr: addr, ttl: cfg.LeaseTTL, log: log}
-	if err := reg.register(ctx); err != nil {
-		return err
-	}
-	defer reg.close()
 	spec, err := waitSpec(ctx, cli, cfg.Job, log)
 	if err != nil {
 		return err
@@ -155,6 +148,13 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) error {
 	}
 	w.addr = addr
 	defer w.close()
+	// Register only once the model and data are ready: a member of a ring
+	// must be able to dial it at once, or every survivor waits for it.
+	reg := &registration{cli: cli, job: cfg.Job, id: cfg.ID, addr: addr, ttl: cfg.LeaseTTL, log: log}
+	if err := reg.register(ctx); err != nil {
+		return err
+	}
+	defer reg.close()
 	return w.run(ctx, reg)
 }
 
@@ -366,11 +366,22 @@ func (w *clusterWorker) run(ctx context.Context, reg *registration) error {
 	var tried uint64 // newest generation we trained in (or failed to)
 	for {
 		// Wait for a ring generation newer than the last one tried that
-		// includes this worker.
+		// includes this worker. If none comes while the one that failed
+		// still holds us, try it again: a member that was slow to start (a
+		// joiner still loading its data) makes the first dial time out
+		// without any membership change that would bring a new generation.
+		retry := time.NewTimer(2 * w.cfg.LeaseTTL)
 		for latest.Generation <= tried || latest.Rank(w.cfg.ID) < 0 {
 			select {
 			case <-ctx.Done():
+				retry.Stop()
 				return ctx.Err()
+			case <-retry.C:
+				if latest.Generation == tried && latest.Rank(w.cfg.ID) >= 0 {
+					w.log.Info("no newer ring generation: retrying the current one", "gen", tried)
+					tried--
+				}
+				retry.Reset(2 * w.cfg.LeaseTTL)
 			case p := <-w.phase:
 				if p.Terminal() || p == coordinator.PhaseStopping {
 					w.log.Info("job ended while waiting for a ring", "phase", p)
@@ -388,6 +399,7 @@ func (w *clusterWorker) run(ctx context.Context, reg *registration) error {
 				latest = r
 			}
 		}
+		retry.Stop()
 		tried = latest.Generation
 		err := w.trainGeneration(ctx, latest, reg.rings, &latest)
 		switch {
@@ -593,7 +605,7 @@ func (w *clusterWorker) reportState(gen uint64, done bool) {
 	}
 }
 
-// writeState writes progress to etcd, at most every 200 ms but always the
+// writeState writes progress to etcd, at most every 50 ms but always the
 // final (done) state; only the ring's rank 0 reports, others' writes are
 // equal anyway and would only add load.
 func (w *clusterWorker) writeState(ctx context.Context) {
@@ -604,7 +616,7 @@ func (w *clusterWorker) writeState(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case st := <-w.state:
-			if !st.Done && time.Since(last) < 200*time.Millisecond {
+			if !st.Done && time.Since(last) < 50*time.Millisecond {
 				continue
 			}
 			b, _ := json.Marshal(st)

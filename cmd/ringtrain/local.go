@@ -117,7 +117,11 @@ func localCluster(o localOptions, spec coordinator.JobSpec) error {
 	}
 	defer nc.Close()
 
-	coord, err := coordinator.New(coordinator.Config{ID: "local-coordinator", Client: cli, Publisher: coordinator.NewNATSPublisher(nc), Logger: log})
+	// Workers register once their model and data are loaded, within a
+	// second or two of each other: a longer settle lets the first ring
+	// hold them all instead of growing one generation at a time.
+	coord, err := coordinator.New(coordinator.Config{ID: "local-coordinator", Client: cli, Publisher: coordinator.NewNATSPublisher(nc),
+		Logger: log, Settle: 2 * time.Second})
 	if err != nil {
 		return err
 	}
@@ -187,10 +191,6 @@ func localCluster(o localOptions, spec coordinator.JobSpec) error {
 			}
 		}
 	}()
-	// Submit once every worker has registered, so the first ring has them all.
-	if err := waitMembers(ctx, cli, *job, *workers, exited); err != nil {
-		return err
-	}
 	if _, err := coord.SubmitJob(ctx, specJSON); err != nil {
 		return err
 	}
@@ -201,26 +201,6 @@ func localCluster(o localOptions, spec coordinator.JobSpec) error {
 		fmt.Fprintf(os.Stderr, "checkpoints: %s/%s in the embedded S3, stored under %s\n", spec.Checkpoint.URI, spec.Name, filepath.Join(stateDir, "s3"))
 	}
 	return nil
-}
-
-// waitMembers waits until n workers are registered in the job.
-func waitMembers(ctx context.Context, cli *clientv3.Client, job string, n int, exited <-chan error) error {
-	deadline := time.After(2 * time.Minute)
-	for {
-		resp, err := cli.Get(ctx, coordinator.MembersPrefix(job), clientv3.WithPrefix(), clientv3.WithCountOnly())
-		if err == nil && int(resp.Count) >= n {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-exited:
-			return fmt.Errorf("a worker exited before the job started: %v", err)
-		case <-deadline:
-			return fmt.Errorf("only %d of %d workers registered within 2 minutes", resp.Count, n)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // watchLocal draws the run: a progress bar over all steps with loss and
