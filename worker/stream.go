@@ -3,15 +3,12 @@ package worker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"path"
-	"path/filepath"
-	"strings"
 
 	"github.com/ringtrain/ringtrain/dataset"
 	"github.com/ringtrain/ringtrain/nn"
 	"github.com/ringtrain/ringtrain/objstore"
+	"github.com/ringtrain/ringtrain/transfer"
 )
 
 // Feed streams one rank's batches in sampler order (dataset.Loader).
@@ -65,26 +62,9 @@ func (s *StreamSource) Open(sampler dataset.Sampler, start dataset.SamplerState,
 // openStream opens the split a URI names: scheme://bucket/root/split (or a
 // local path root/split), where root may hold classes.txt.
 func openStream(ctx context.Context, uri string, s3 objstore.S3Config, tc dataset.TransformConfig, log *slog.Logger) (*StreamSource, error) {
-	loc := uri
-	if !strings.HasPrefix(uri, "s3://") {
-		// A local store is rooted at the dataset root, the folder above the split.
-		loc = filepath.Dir(strings.TrimSuffix(strings.TrimPrefix(uri, "file://"), "/"))
-	}
-	store, prefix, err := objstore.Open(ctx, loc, s3)
+	store, ix, err := transfer.OpenSplit(ctx, uri, s3)
 	if err != nil {
-		return nil, fmt.Errorf("dataset %s: %w", uri, err)
-	}
-	if loc != uri {
-		prefix = filepath.Base(strings.TrimSuffix(uri, "/"))
-	}
-	prefix = strings.TrimSuffix(prefix, "/")
-	root, split := path.Split(prefix)
-	if split == "" {
-		return nil, fmt.Errorf("dataset %s: name the split folder (…/train, …/val)", uri)
-	}
-	ix, err := dataset.ScanFolders(ctx, store, root, split, dataset.ScanOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("dataset %s: %w", uri, err)
+		return nil, err
 	}
 	return &StreamSource{Store: store, Index: ix, Transform: tc, Workers: 4, Log: log}, nil
 }

@@ -154,12 +154,18 @@ func runFeatures(args []string) error {
 	fs := flag.NewFlagSet("features", flag.ContinueOnError)
 	f := addTransferFlags(fs)
 	out := fs.String("out", "features.safetensors", "output file: .safetensors or .npy")
+	data := fs.String("data", "", "a dataset split instead of image files: s3://bucket/root/val or root/val (class folders or tar shards)")
+	var s3 dataS3Flags
+	s3.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	images := fs.Args()
-	if len(images) == 0 {
-		return fmt.Errorf("no images given")
+	if len(images) == 0 && *data == "" {
+		return fmt.Errorf("no images given (IMAGE... or --data URI)")
+	}
+	if *data != "" {
+		return datasetFeatures(f, *data, *out, &s3)
 	}
 	m, spec, err := f.model()
 	if err != nil {
@@ -226,4 +232,60 @@ func writeNPY(path string, shape []int, data []float32) error {
 		buf = append(buf, byte(u), byte(u>>8), byte(u>>16), byte(u>>24))
 	}
 	return os.WriteFile(path, buf, 0o644)
+}
+
+// datasetFeatures is `features --data`: every sample of a split, in index
+// order, with its label.
+func datasetFeatures(f *transferFlags, uri, out string, s3 *dataS3Flags) error {
+	m, spec, err := f.model()
+	if err != nil {
+		return err
+	}
+	tc, err := f.transform(m, spec)
+	if err != nil {
+		return err
+	}
+	cfg, err := s3.cfg.WithEnv(os.Getenv)
+	if err != nil {
+		return err
+	}
+	cfg.DisableContentSHA256 = s3.unsigned
+	ctx, cancel := signalContext()
+	defer cancel()
+	store, ix, err := transfer.OpenSplit(ctx, uri, cfg)
+	if err != nil {
+		return err
+	}
+	pool := kernels.NewPool(*f.threads)
+	defer pool.Close()
+	bar := progress.New(os.Stderr, "features", int64(len(ix.Samples)), "img")
+	last := 0
+	feats, labels, err := transfer.DatasetFeatures(ctx, m, pool, store, ix, tc, *f.batch, func(done int) {
+		bar.Add(int64(done-last), "")
+		last = done
+	})
+	if err != nil {
+		return err
+	}
+	bar.Done(fmt.Sprintf("output %v per image", m.Out))
+	shape := append([]int{len(labels)}, m.Out...)
+	lab := make([]float32, len(labels))
+	for i, l := range labels {
+		lab[i] = float32(l)
+	}
+	switch strings.ToLower(filepath.Ext(out)) {
+	case ".npy":
+		err = writeNPY(out, shape, feats)
+	case ".safetensors":
+		err = checkpoint.WriteSafetensorsFile(out, []checkpoint.Tensor{{Name: "features", Shape: shape, Data: feats},
+			{Name: "labels", Shape: []int{len(labels)}, DType: checkpoint.I64, Data: lab}},
+			map[string]string{"net": *f.name, "data": uri, "classes": strings.Join(ix.Classes, "\n")})
+	default:
+		err = fmt.Errorf("--out %s: want a .safetensors or .npy file", out)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Printf("features net=%s data=%s samples=%d shape=%v out=%s\n", *f.name, uri, len(labels), shape, out)
+	return nil
 }
