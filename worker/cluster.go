@@ -118,7 +118,9 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) error {
 		return fmt.Errorf("worker config: %w", err)
 	}
 	log := cfg.Log.With("job", cfg.Job, "worker", cfg.ID)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Etcd, DialTimeout: 5 * time.Second, Logger: quietZap()})
+	// Keepalive pings notice a dead connection (a partition) within seconds.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Etcd, DialTimeout: 5 * time.Second, Logger: quietZap(),
+		DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: 2 * time.Second})
 	if err != nil {
 		return fmt.Errorf("connect etcd %v: %w", cfg.Etcd, err)
 	}
@@ -306,7 +308,11 @@ type registration struct {
 func (r *registration) register(ctx context.Context) error {
 	r.close()
 	for {
-		m, err := coordinator.Register(ctx, r.cli, r.job, r.id, r.addr, r.ttl)
+		// Bound each attempt: after a partition the client may still hold a
+		// dead connection, and a Grant without a deadline would wait forever.
+		actx, cancel := context.WithTimeout(ctx, 2*r.ttl+5*time.Second)
+		m, err := coordinator.Register(actx, r.cli, r.job, r.id, r.addr, r.ttl)
+		cancel()
 		if err == nil {
 			var rctx context.Context
 			rctx, r.cancel = context.WithCancel(ctx)
