@@ -117,4 +117,3 @@ func TestBinary(t *testing.T) {
 		t.Errorf("failing first command: err %v, want exit status 3", err)
 	}
 }
-
