@@ -155,8 +155,9 @@ func (r *Replica) TrainStep(ctx context.Context, comm allreduce.Communicator) (S
 		// when ranks hold different batch sizes.
 		dy := r.loss.Backward()
 		scale := float32(n) / float32(global)
-		for i, v := range dy.Float32s() {
-			dy.Float32s()[i] = v * scale
+		g := dy.Float32s()
+		for i, v := range g {
+			g[i] = v * scale
 		}
 		if err := m.Backward(&r.st, dy); err != nil {
 			return stats, err
