@@ -32,7 +32,7 @@ type Manifest struct {
 	Step       int64              `json:"step"`
 	Epoch      int                `json:"epoch"`
 	Sampler    SamplerState       `json:"sampler"`
-	RNG        []uint64           `json:"rng_state,omitempty"` // opaque to this package
+	RNG        []uint64           `json:"rng_state,omitempty"` // opaque to this package; the worker writes its scheme id first
 	Optimizer  string             `json:"optimizer,omitempty"`
 	Metrics    map[string]float64 `json:"metrics,omitempty"`
 	CreatedAt  time.Time          `json:"created_at"`

@@ -63,6 +63,7 @@ func (c *checkpointer) save(rep *Replica, classNames []string, metrics map[strin
 		NetConfig: map[string]any{"in_channels": c.spec.Input.Channels, "input_size": c.spec.Input.Height},
 		Step:      int64(rep.Step), Epoch: rep.Pos.Epoch, Optimizer: c.spec.Optimizer.Name, Metrics: metrics,
 		Sampler: checkpoint.SamplerState{Seed: rep.Pos.Seed, Epoch: rep.Pos.Epoch, Done: int64(rep.Pos.Done)},
+		RNG:     rngState(rep),
 	}
 	c.wg.Add(1)
 	go func() {
@@ -120,6 +121,9 @@ func (c *checkpointer) restore(ctx context.Context, rep *Replica) (bool, error) 
 // loadCheckpoint puts a checkpoint's state into rep.
 func loadCheckpoint(rep *Replica, ck *checkpoint.Checkpoint) error {
 	m := ck.Manifest
+	if err := checkRNGState(m); err != nil {
+		return fmt.Errorf("checkpoint step %d: %w", m.Step, err)
+	}
 	if _, err := modelio.LoadWeights(rep.Model, ck.Weights, true); err != nil {
 		return fmt.Errorf("checkpoint step %d: %w", m.Step, err)
 	}
@@ -132,6 +136,33 @@ func loadCheckpoint(rep *Replica, ck *checkpoint.Checkpoint) error {
 	}
 	rep.Step, rep.Pos = int(m.Step), pos
 	rep.Opt.SetSteps(int(m.Step))
+	return nil
+}
+
+// rngState is what regenerates every random stream at rep's position
+// (see RNGScheme): the scheme, the sampler seed and the step. Epoch and
+// position within it are the manifest's sampler state.
+func rngState(rep *Replica) []uint64 {
+	return []uint64{RNGScheme, rep.Pos.Seed, uint64(rep.Step)}
+}
+
+// checkRNGState refuses a checkpoint whose random streams this build would
+// not regenerate. An empty rng_state comes from builds before it was
+// filled, which all used scheme 1.
+func checkRNGState(m checkpoint.Manifest) error {
+	r := m.RNG
+	switch {
+	case len(r) == 0:
+		return nil
+	case r[0] != RNGScheme:
+		return fmt.Errorf("manifest field rng_state: random-stream scheme %d, this build regenerates scheme %d only "+
+			"(resume with the ringtrain version that wrote it, or start from its weights with spec.transfer.from)", r[0], RNGScheme)
+	case len(r) != 3:
+		return fmt.Errorf("manifest field rng_state: %d values, scheme %d has 3 (scheme, seed, step)", len(r), RNGScheme)
+	case r[1] != m.Sampler.Seed || r[2] != uint64(m.Step):
+		return fmt.Errorf("manifest field rng_state: seed %d, step %d, but the manifest's sampler seed is %d and its step %d",
+			r[1], r[2], m.Sampler.Seed, m.Step)
+	}
 	return nil
 }
 

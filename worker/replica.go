@@ -60,6 +60,23 @@ type Replica struct {
 	bufSnap []float32
 }
 
+// RNGScheme names how every random stream of training derives from
+// counters, so that a checkpoint regenerates them from what it records
+// (manifest rng_state: RNGScheme, sampler seed, step). Scheme 1:
+//   - shuffle: dataset.Sampler.Order(seed, epoch);
+//   - augmentation: dataset.AugmentSeed(seed, epoch, position in the order);
+//   - dropout: a PCG reseeded before every step with dropoutSeed(seed, step, rank).
+//
+// No stream carries state from one step to the next. Bump the scheme when
+// any of these changes what it draws: a resumed run would silently differ
+// from the run that wrote the checkpoint, so restore refuses other schemes.
+const RNGScheme = 1
+
+// dropoutSeed is the PCG seed of a step's dropout masks on one rank.
+func dropoutSeed(seed uint64, step, rank int) (uint64, uint64) {
+	return seed ^ 0x9e3779b97f4a7c15, uint64(step)<<16 | uint64(rank)
+}
+
 // StepStats describes one completed step on this replica.
 type StepStats struct {
 	Loss      float32 // mean loss over the local batch
@@ -82,6 +99,7 @@ func NewReplica(m *nn.Model, opt optim.Optimizer, sched optim.Schedule, s datase
 	if !data.Shape().Equal(m.In) {
 		return nil, fmt.Errorf("replica: data samples have shape %v, the model expects %v", data.Shape(), m.In)
 	}
+	optim.UsePool(opt, pool)
 	r := &Replica{Model: m, Opt: opt, Sched: sched, Sampler: s, Data: data, Pos: pos, pcg: rand.NewPCG(0, 0)}
 	r.st = nn.State{Train: true, Pool: pool, RNG: rand.New(r.pcg)}
 	r.orderOf = [2]int{-1, -1}
@@ -139,7 +157,7 @@ func (r *Replica) TrainStep(ctx context.Context, comm allreduce.Communicator) (S
 	if n > 0 {
 		// Dropout randomness is a function of (seed, step, rank) so that a
 		// retried or resumed step draws the same masks.
-		r.pcg.Seed(r.Pos.Seed^0x9e3779b97f4a7c15, uint64(r.Step)<<16|uint64(rank))
+		r.pcg.Seed(dropoutSeed(r.Pos.Seed, r.Step, rank))
 		xt := tensor.New(tensor.WithShape(append([]int{n}, m.In...)...), tensor.WithBacking(x))
 		logits, err := m.Forward(&r.st, xt)
 		if err != nil {
