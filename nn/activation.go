@@ -4,15 +4,28 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/ringtrain/ringtrain/nn/kernels"
 	"gorgonia.org/tensor"
 )
 
 // ReLU is max(x, 0). Backward uses its own output as the mask.
+//
+// Like torchvision's ReLU(inplace=True), it overwrites its input when the
+// enclosing Sequential knows that is safe (see Sequential.Build): forward
+// in place after a BatchNorm2D (whose backward needs its input, not its
+// output), backward in place when a Conv2D follows (whose input gradient
+// is its own buffer, read by nothing else). Each saves an activation-sized
+// buffer per layer.
 type ReLU struct {
 	leaf
 	noParams
-	out, dx buf
-	y       *tensor.Dense
+	out, dx              buf
+	y                    *tensor.Dense
+	inPlace, gradInPlace bool
+	// The current call's slices, and the loops over them bound once so that
+	// a step allocates nothing.
+	xs, ys, dys, dxs []float32
+	fwd, bwd         func(lo, hi int)
 }
 
 func NewReLU() *ReLU                                      { return &ReLU{} }
@@ -20,12 +33,16 @@ func (r *ReLU) Kind() string                              { return "ReLU" }
 func (r *ReLU) Build(b *Builder, in Shape) (Shape, error) { return in, nil }
 
 func (r *ReLU) Forward(s *State, x *tensor.Dense) *tensor.Dense {
-	sh := x.Shape()
-	y := r.out.get(sh[0], Shape(sh[1:]))
-	xd, yd := f32(x), f32(y)
-	for i, v := range xd {
-		yd[i] = max(v, 0)
+	y := x
+	if !r.inPlace {
+		sh := x.Shape()
+		y = r.out.get(sh[0], Shape(sh[1:]))
 	}
+	r.xs, r.ys = f32(x), f32(y)
+	if r.fwd == nil {
+		r.fwd = func(lo, hi int) { kernels.ReLU(r.ys[lo:hi], r.xs[lo:hi]) }
+	}
+	s.Pool.ForElems(len(r.xs), r.fwd)
 	r.y = y
 	return y
 }
@@ -34,16 +51,16 @@ func (r *ReLU) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense {
 	if !needDx {
 		return nil
 	}
-	sh := dy.Shape()
-	dx := r.dx.get(sh[0], Shape(sh[1:]))
-	yd, dyd, dxd := f32(r.y), f32(dy), f32(dx)
-	for i, g := range dyd {
-		if yd[i] > 0 {
-			dxd[i] = g
-		} else {
-			dxd[i] = 0
-		}
+	dx := dy
+	if !r.gradInPlace {
+		sh := dy.Shape()
+		dx = r.dx.get(sh[0], Shape(sh[1:]))
 	}
+	r.ys, r.dys, r.dxs = f32(r.y), f32(dy), f32(dx)
+	if r.bwd == nil {
+		r.bwd = func(lo, hi int) { kernels.ReLUBackward(r.dxs[lo:hi], r.dys[lo:hi], r.ys[lo:hi]) }
+	}
+	s.Pool.ForElems(len(r.dys), r.bwd)
 	return dx
 }
 

@@ -20,11 +20,15 @@ type BatchNorm2D struct {
 	Weight, Bias                        *Param
 	RunningMean, RunningVar, NumBatches *Param
 
-	out, dx   buf
-	xhat      []float32 // normalised input, kept for backward
-	invstd    []float32 // per channel, of the statistics used in forward
-	usedBatch bool      // forward used batch statistics
-	params    []*Param  // built once: Params is on the backward path
+	out, dx buf
+	// Backward recomputes the normalised input x̂ = (x − mean)·invstd from
+	// the input itself (which its producer keeps for its own backward) and
+	// the statistics forward used, as PyTorch does, instead of keeping x̂:
+	// one activation-sized buffer less per layer.
+	x            *tensor.Dense
+	mean, invstd []float32 // per channel, of the statistics used in forward
+	usedBatch    bool      // forward used batch statistics
+	params       []*Param  // built once: Params is on the backward path
 }
 
 var _ Module = (*BatchNorm2D)(nil)
@@ -39,7 +43,7 @@ func NewBatchNorm2D(c int) *BatchNorm2D {
 	b.NumBatches = newParam("num_batches_tracked", Counter, false)
 	b.params = []*Param{b.Weight, b.Bias, b.RunningMean, b.RunningVar, b.NumBatches}
 	b.ResetParameters(nil)
-	b.invstd = make([]float32, c)
+	b.mean, b.invstd = make([]float32, c), make([]float32, c)
 	return b
 }
 
@@ -71,10 +75,7 @@ func (b *BatchNorm2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 	n, hw := sh[0], sh[2]*sh[3]
 	y := b.out.get(n, Shape{b.C, sh[2], sh[3]})
 	xd, yd := f32(x), f32(y)
-	if cap(b.xhat) < len(xd) {
-		b.xhat = make([]float32, len(xd))
-	}
-	b.xhat = b.xhat[:len(xd)]
+	b.x = x
 	b.usedBatch = s.Train && !b.frozen()
 	m := float64(n * hw)
 	s.Pool.ParallelFor(b.C, func(lo, hi int) {
@@ -108,15 +109,14 @@ func (b *BatchNorm2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 				mean = float64(b.RunningMean.Data[c])
 				invstd = 1 / math.Sqrt(float64(b.RunningVar.Data[c])+float64(b.Eps))
 			}
-			b.invstd[c] = float32(invstd)
 			g, be := b.Weight.Data[c], b.Bias.Data[c]
 			mf, is := float32(mean), float32(invstd)
+			b.mean[c], b.invstd[c] = mf, is
 			for i := 0; i < n; i++ {
 				off := (i*b.C + c) * hw
-				xs, hs, ys := xd[off:off+hw], b.xhat[off:off+hw], yd[off:off+hw]
+				xs, ys := xd[off:off+hw], yd[off:off+hw]
 				for j, v := range xs {
-					h := (v - mf) * is
-					hs[j] = h
+					h := (v - mf) * is // the same expression as in Backward
 					ys[j] = h*g + be
 				}
 			}
@@ -134,7 +134,7 @@ func (b *BatchNorm2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 func (b *BatchNorm2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense {
 	sh := dy.Shape()
 	n, hw := sh[0], sh[2]*sh[3]
-	dyd := f32(dy)
+	dyd, xd := f32(dy), f32(b.x)
 	var dxd []float32
 	var dx *tensor.Dense
 	if needDx {
@@ -145,12 +145,14 @@ func (b *BatchNorm2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.
 	s.Pool.ParallelFor(b.C, func(lo, hi int) {
 		for c := lo; c < hi; c++ {
 			var sdy, sdyx float64
+			mf, is := b.mean[c], b.invstd[c]
 			for i := 0; i < n; i++ {
 				off := (i*b.C + c) * hw
-				hs := b.xhat[off : off+hw]
+				xs := xd[off : off+hw]
 				for j, g := range dyd[off : off+hw] {
+					h := (xs[j] - mf) * is
 					sdy += float64(g)
-					sdyx += float64(g) * float64(hs[j])
+					sdyx += float64(g) * float64(h)
 				}
 			}
 			if b.Weight.Trainable {
@@ -162,7 +164,7 @@ func (b *BatchNorm2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.
 			if !needDx {
 				continue
 			}
-			k := b.Weight.Data[c] * b.invstd[c]
+			k := b.Weight.Data[c] * is
 			if !b.usedBatch {
 				for i := 0; i < n; i++ {
 					off := (i*b.C + c) * hw
@@ -175,9 +177,10 @@ func (b *BatchNorm2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.
 			mdy, mdyx := float32(sdy)/m, float32(sdyx)/m
 			for i := 0; i < n; i++ {
 				off := (i*b.C + c) * hw
-				hs := b.xhat[off : off+hw]
+				xs := xd[off : off+hw]
 				for j, g := range dyd[off : off+hw] {
-					dxd[off+j] = k * (g - mdy - hs[j]*mdyx)
+					h := (xs[j] - mf) * is
+					dxd[off+j] = k * (g - mdy - h*mdyx)
 				}
 			}
 		}

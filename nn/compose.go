@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/ringtrain/ringtrain/nn/kernels"
 	"gorgonia.org/tensor"
 )
 
@@ -55,7 +56,30 @@ func (q *Sequential) Build(b *Builder, in Shape) (Shape, error) {
 		}
 		cur = out
 	}
+	q.planInPlace()
 	return cur, nil
+}
+
+// planInPlace lets a ReLU overwrite its input when this Sequential alone
+// can prove it safe: the input is the output of the BatchNorm2D just before
+// it (consumed by nothing else; BatchNorm2D's backward does not read its
+// output), and the gradient it receives is the input gradient of the
+// Conv2D just after it (that conv's own buffer, read by nothing else). The
+// first and last children are never changed: their input or gradient comes
+// from outside, where others may read it too.
+func (q *Sequential) planInPlace() {
+	for i := 1; i < len(q.children); i++ {
+		r, ok := q.children[i].Module.(*ReLU)
+		if !ok {
+			continue
+		}
+		_, afterBN := q.children[i-1].Module.(*BatchNorm2D)
+		r.inPlace = afterBN
+		r.gradInPlace = false
+		if i+1 < len(q.children) {
+			_, r.gradInPlace = q.children[i+1].Module.(*Conv2D)
+		}
+	}
 }
 
 func (q *Sequential) Forward(s *State, x *tensor.Dense) *tensor.Dense {
@@ -193,6 +217,7 @@ type Residual struct {
 	children        []Child
 	os              Shape
 	out, dx         buf
+	sum             adder
 }
 
 var _ Module = (*Residual)(nil)
@@ -234,6 +259,11 @@ func (r *Residual) Build(b *Builder, in Shape) (Shape, error) {
 		if out, err = b.Child("after", r.After, out); err != nil {
 			return nil, err
 		}
+		// The sum is this block's own buffer and its backward does not read
+		// it, so a ReLU after the join may overwrite it.
+		if relu, ok := r.After.(*ReLU); ok {
+			relu.inPlace = true
+		}
 	}
 	return out, nil
 }
@@ -245,10 +275,8 @@ func (r *Residual) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 		sc = r.Shortcut.Forward(s, x)
 	}
 	y := r.out.get(batch(x), r.os)
-	yd, bd, sd := f32(y), f32(b), f32(sc)
-	for i := range yd {
-		yd[i] = bd[i] + sd[i]
-	}
+	r.sum.set(f32(y), f32(b), f32(sc))
+	s.Pool.ForElems(len(r.sum.dst), r.sum.run)
 	if r.After != nil {
 		return r.After.Forward(s, y)
 	}
@@ -274,11 +302,23 @@ func (r *Residual) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Den
 		return nil
 	}
 	dx := r.dx.get(batch(dy), Shape(bdx.Shape()[1:]))
-	dxd, bd, sd := f32(dx), f32(bdx), f32(sdx)
-	for i := range dxd {
-		dxd[i] = bd[i] + sd[i]
-	}
+	r.sum.set(f32(dx), f32(bdx), f32(sdx))
+	s.Pool.ForElems(len(r.sum.dst), r.sum.run)
 	return dx
+}
+
+// adder is dst = a + b over a pool, its loop bound once (no allocation per
+// call).
+type adder struct {
+	dst, a, b []float32
+	run       func(lo, hi int)
+}
+
+func (d *adder) set(dst, a, b []float32) {
+	d.dst, d.a, d.b = dst, a, b
+	if d.run == nil {
+		d.run = func(lo, hi int) { kernels.Add(d.dst[lo:hi], d.a[lo:hi], d.b[lo:hi]) }
+	}
 }
 
 func addInto(dst, src []float32) {

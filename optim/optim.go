@@ -12,6 +12,7 @@ import (
 	"math"
 
 	"github.com/ringtrain/ringtrain/nn"
+	"github.com/ringtrain/ringtrain/nn/kernels"
 )
 
 // Optimizer applies one update with the given learning rate.
@@ -24,6 +25,18 @@ type Optimizer interface {
 	Steps() int
 	// SetSteps restores the update count (Adam's bias correction needs it).
 	SetSteps(int)
+}
+
+// UsePool lets o spread its updates over p's threads (nil: the caller's
+// goroutine only). Every element is updated by the same expression either
+// way, so results do not depend on the pool.
+func UsePool(o Optimizer, p *kernels.Pool) {
+	switch o := o.(type) {
+	case *SGD:
+		o.pool = p
+	case *Adam:
+		o.pool = p
+	}
 }
 
 // Slot is one named buffer of optimizer state, laid out like the weights
@@ -61,6 +74,9 @@ type SGD struct {
 	model *nn.Model
 	buf   []float32 // momentum buffer, one per weight element
 	steps int
+	pool  *kernels.Pool
+	cur   sgdSlice         // the parameter Step is updating
+	run   func(lo, hi int) // cur.update, bound once
 }
 
 // NewSGD makes an SGD optimizer over m's weights.
@@ -104,29 +120,44 @@ func (s *SGD) Step(lr float64) {
 		if s.buf != nil {
 			b = s.buf[off : off+n]
 		}
-		w, g := p.Data, p.Grad
-		for i := range w {
-			d := g[i]
-			if wd != 0 {
-				d += wd * w[i]
-			}
-			if b != nil {
-				if s.steps == 0 {
-					b[i] = d
-				} else {
-					b[i] = mu*b[i] + damp*d
-				}
-				if c.Nesterov {
-					d += mu * b[i]
-				} else {
-					d = b[i]
-				}
-			}
-			w[i] -= lr32 * d
+		s.cur = sgdSlice{w: p.Data, g: p.Grad, b: b, wd: wd, mu: mu, damp: damp, lr: lr32, first: s.steps == 0, nesterov: c.Nesterov}
+		if s.run == nil {
+			s.run = func(lo, hi int) { s.cur.update(lo, hi) }
 		}
+		s.pool.ForElems(n, s.run)
 		off += n
 	}
 	s.steps++
+}
+
+// sgdSlice is one parameter's update: its slices and coefficients.
+type sgdSlice struct {
+	w, g, b          []float32
+	wd, mu, damp, lr float32
+	first, nesterov  bool
+}
+
+func (u *sgdSlice) update(lo, hi int) {
+	w, g, b := u.w, u.g, u.b
+	for i := lo; i < hi; i++ {
+		d := g[i]
+		if u.wd != 0 {
+			d += u.wd * w[i]
+		}
+		if b != nil {
+			if u.first {
+				b[i] = d
+			} else {
+				b[i] = u.mu*b[i] + u.damp*d
+			}
+			if u.nesterov {
+				d += u.mu * b[i]
+			} else {
+				d = b[i]
+			}
+		}
+		w[i] -= u.lr * d
+	}
 }
 
 // AdamConfig is torch.optim.Adam / AdamW's arguments. Decoupled selects
@@ -161,6 +192,9 @@ type Adam struct {
 	model *nn.Model
 	m, v  []float32
 	steps int
+	pool  *kernels.Pool
+	cur   adamSlice        // the parameter Step is updating
+	run   func(lo, hi int) // cur.update, bound once
 }
 
 // NewAdam makes Adam (or AdamW when cfg.Decoupled) over m's weights.
@@ -200,21 +234,37 @@ func (a *Adam) Step(lr float64) {
 		}
 		m, v := a.m[off:off+n], a.v[off:off+n]
 		w, g := p.Data, p.Grad
-		decay := float32(1 - lr*float64(wd))
-		for i := range w {
-			d := g[i]
-			if wd != 0 {
-				if c.Decoupled {
-					w[i] *= decay
-				} else {
-					d += wd * w[i]
-				}
-			}
-			m[i] = m[i]*b1 + (1-b1)*d // torch: exp_avg.lerp_(grad, 1-beta1)
-			v[i] = v[i]*b2 + (1-b2)*d*d
-			denom := float32(math.Sqrt(float64(v[i])))/sqrtBC2 + eps
-			w[i] -= stepSize * m[i] / denom
+		a.cur = adamSlice{w: w, g: g, m: m, v: v, wd: wd, decay: float32(1 - lr*float64(wd)), decoupled: c.Decoupled,
+			b1: b1, b2: b2, eps: eps, stepSize: stepSize, sqrtBC2: sqrtBC2}
+		if a.run == nil {
+			a.run = func(lo, hi int) { a.cur.update(lo, hi) }
 		}
+		a.pool.ForElems(n, a.run)
 		off += n
+	}
+}
+
+// adamSlice is one parameter's update: its slices and coefficients.
+type adamSlice struct {
+	w, g, m, v                                []float32
+	wd, decay, b1, b2, eps, stepSize, sqrtBC2 float32
+	decoupled                                 bool
+}
+
+func (u *adamSlice) update(lo, hi int) {
+	w, g, m, v := u.w, u.g, u.m, u.v
+	for i := lo; i < hi; i++ {
+		d := g[i]
+		if u.wd != 0 {
+			if u.decoupled {
+				w[i] *= u.decay
+			} else {
+				d += u.wd * w[i]
+			}
+		}
+		m[i] = m[i]*u.b1 + (1-u.b1)*d // torch: exp_avg.lerp_(grad, 1-beta1)
+		v[i] = v[i]*u.b2 + (1-u.b2)*d*d
+		denom := float32(math.Sqrt(float64(v[i])))/u.sqrtBC2 + u.eps
+		w[i] -= u.stepSize * m[i] / denom
 	}
 }

@@ -126,6 +126,7 @@ func TrainLocal(ctx context.Context, cfg LocalConfig) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	optim.UsePool(opt, pool)
 	stepsPerEpoch := train.N / cfg.Batch // drop_last
 	if cfg.MaxSteps > 0 {
 		stepsPerEpoch = min(stepsPerEpoch, cfg.MaxSteps)

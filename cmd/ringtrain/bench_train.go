@@ -42,6 +42,7 @@ func benchTrain(args []string) error {
 	if err != nil {
 		return err
 	}
+	optim.UsePool(opt, pool)
 	rng := rand.New(rand.NewPCG(1, 2))
 	shape := append([]int{*batch}, m.In...)
 	xd := make([]float32, *batch*m.In.Size())

@@ -40,32 +40,71 @@ func Im2col(g ConvGeom, img, col []float32) { Im2colLd(g, img, col, g.OH*g.OW) }
 // several images can fill adjacent column blocks of one GEMM operand.
 func Im2colLd(g ConvGeom, img, col []float32, ld int) {
 	ohw := g.OH * g.OW
+	var buf [16]colSpan
+	spans := colSpans(g, buf[:0])
 	for c := 0; c < g.C; c++ {
 		for ki := 0; ki < g.KH; ki++ {
-			for kj := 0; kj < g.KW; kj++ {
+			for kj, sp := range spans {
 				row := col[((c*g.KH+ki)*g.KW+kj)*ld:][:ohw]
-				off := kj*g.DW - g.PW // ix = ox·SW + off
-				lo, hi := validRange(g.OW, g.SW, off, g.W)
 				for oy := 0; oy < g.OH; oy++ {
 					iy := oy*g.SH - g.PH + ki*g.DH
 					dst := row[oy*g.OW:][:g.OW]
-					if iy < 0 || iy >= g.H || lo >= hi {
-						clear(dst)
+					if iy < 0 || iy >= g.H || sp.lo >= sp.hi {
+						zero(dst)
 						continue
 					}
 					src := img[(c*g.H+iy)*g.W:][:g.W]
-					clear(dst[:lo])
-					clear(dst[hi:])
+					zero(dst[:sp.lo])
+					zero(dst[sp.hi:])
 					if g.SW == 1 {
-						copy(dst[lo:hi], src[lo+off:hi+off])
+						move(dst[sp.lo:sp.hi], src[sp.lo+sp.off:sp.hi+sp.off])
 						continue
 					}
-					for ox := lo; ox < hi; ox++ {
-						dst[ox] = src[ox*g.SW+off]
+					for ox := sp.lo; ox < sp.hi; ox++ {
+						dst[ox] = src[ox*g.SW+sp.off]
 					}
 				}
 			}
 		}
+	}
+}
+
+// colSpan is, for one kernel column kj, the input offset of output column
+// ox (ix = ox·SW + off) and the outputs [lo, hi) whose input is inside the
+// image. It depends on kj only, so im2col computes it once per call rather
+// than per channel and kernel row (validRange divides).
+type colSpan struct{ off, lo, hi int }
+
+func colSpans(g ConvGeom, buf []colSpan) []colSpan {
+	for kj := 0; kj < g.KW; kj++ {
+		off := kj*g.DW - g.PW
+		lo, hi := validRange(g.OW, g.SW, off, g.W)
+		buf = append(buf, colSpan{off, lo, hi})
+	}
+	return buf
+}
+
+// zero and move are clear and copy for the short rows of small feature
+// maps (ResNet at 32×32 input ends at 1×1 to 4×4), where the runtime's
+// memclr/memmove call costs more than the loop; long rows still use them.
+func zero(d []float32) {
+	if len(d) > 16 {
+		clear(d)
+		return
+	}
+	for i := range d {
+		d[i] = 0
+	}
+}
+
+func move(d, s []float32) {
+	if len(d) > 16 {
+		copy(d, s)
+		return
+	}
+	s = s[:len(d)]
+	for i, v := range s {
+		d[i] = v
 	}
 }
 
@@ -76,12 +115,13 @@ func Col2im(g ConvGeom, col, img []float32) { Col2imLd(g, col, img, g.OH*g.OW) }
 // Col2imLd is Col2im from a wider matrix whose rows are ld apart.
 func Col2imLd(g ConvGeom, col, img []float32, ld int) {
 	ohw := g.OH * g.OW
+	var buf [16]colSpan
+	spans := colSpans(g, buf[:0])
 	for c := 0; c < g.C; c++ {
 		for ki := 0; ki < g.KH; ki++ {
-			for kj := 0; kj < g.KW; kj++ {
+			for kj, sp := range spans {
 				row := col[((c*g.KH+ki)*g.KW+kj)*ld:][:ohw]
-				off := kj*g.DW - g.PW
-				lo, hi := validRange(g.OW, g.SW, off, g.W)
+				off, lo, hi := sp.off, sp.lo, sp.hi
 				if lo >= hi {
 					continue
 				}

@@ -113,11 +113,10 @@ func (p *Pool) Close() {
 
 // ParallelFor splits [0,n) into at most Threads() contiguous ranges and runs
 // f on each, one on the calling goroutine; it returns when all are done.
-func (p *Pool) ParallelFor(n int, f func(lo, hi int)) {
-	t := p.Threads()
-	if t > n {
-		t = n
-	}
+func (p *Pool) ParallelFor(n int, f func(lo, hi int)) { p.parallel(n, min(p.Threads(), n), f) }
+
+// parallel runs f over [0,n) split into t contiguous ranges (t ≤ threads).
+func (p *Pool) parallel(n, t int, f func(lo, hi int)) {
 	if t <= 1 {
 		if n > 0 {
 			f(0, n)
