@@ -25,6 +25,7 @@ const (
 type Manifest struct {
 	Version    int                `json:"format_version"`
 	Run        string             `json:"run"`
+	Submission string             `json:"submission,omitempty"` // coordinator's id of the job submission that wrote it; empty in older checkpoints
 	Net        string             `json:"net"`
 	NetConfig  map[string]any     `json:"net_config,omitempty"` // numbers parse as json.Number
 	Classes    int                `json:"classes"`

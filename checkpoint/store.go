@@ -423,6 +423,13 @@ func (s *Store) load(ctx context.Context, step int64, decode bool) (*Checkpoint,
 // newer ones that are partial or corrupt. It returns ErrNoCheckpoint when
 // none is good.
 func (s *Store) Latest(ctx context.Context) (*Checkpoint, []Skipped, error) {
+	return s.LatestWhere(ctx, nil)
+}
+
+// LatestWhere is Latest among the checkpoints whose manifest keep accepts
+// (nil accepts all). Folders without a readable manifest cannot be
+// attributed and are reported as skipped either way.
+func (s *Store) LatestWhere(ctx context.Context, keep func(*Manifest) bool) (*Checkpoint, []Skipped, error) {
 	entries, err := s.List(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -430,6 +437,9 @@ func (s *Store) Latest(ctx context.Context) (*Checkpoint, []Skipped, error) {
 	var skipped []Skipped
 	for i := len(entries) - 1; i >= 0; i-- {
 		e := entries[i]
+		if e.Manifest != nil && keep != nil && !keep(e.Manifest) {
+			continue
+		}
 		if e.Manifest == nil {
 			err := e.Err
 			if err == nil {

@@ -219,6 +219,38 @@ func TestStorePartialAndBadManifest(t *testing.T) {
 	}
 }
 
+// LatestWhere passes over checkpoints its filter rejects, however new,
+// and still reports partial folders it cannot attribute.
+func TestStoreLatestWhere(t *testing.T) {
+	ctx := context.Background()
+	mem := memstore.New()
+	s := newTestStore(t, mem, StoreConfig{})
+	for _, c := range []struct {
+		step int64
+		sub  string
+	}{{1, "a"}, {2, "b"}, {3, "a"}, {4, "b"}} {
+		m := testManifest(c.step, 0.5)
+		m.Submission = c.sub
+		if _, err := s.Save(ctx, m, testWeights(c.step), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := mem.Delete(ctx, s.StepDir(4)+ManifestName); err != nil { // b's newest becomes partial
+		t.Fatal(err)
+	}
+	of := func(sub string) func(*Manifest) bool { return func(m *Manifest) bool { return m.Submission == sub } }
+	ck, skipped, err := s.LatestWhere(ctx, of("a"))
+	if err != nil || ck.Manifest.Step != 3 || ck.Manifest.Submission != "a" || len(skipped) != 1 || skipped[0].Step != 4 {
+		t.Fatalf("LatestWhere(a) = %v, %+v, %v; want step 3, step 4 skipped", ck, skipped, err)
+	}
+	if ck, _, err := s.LatestWhere(ctx, of("b")); err != nil || ck.Manifest.Step != 2 {
+		t.Fatalf("LatestWhere(b) = %v, %v; want step 2", ck, err)
+	}
+	if _, _, err := s.LatestWhere(ctx, of("c")); !errors.Is(err, ErrNoCheckpoint) {
+		t.Fatalf("LatestWhere(c) = %v, want ErrNoCheckpoint", err)
+	}
+}
+
 func TestStoreRetention(t *testing.T) {
 	ctx := context.Background()
 	mem := memstore.New()
@@ -347,6 +379,7 @@ func TestManifestRoundTrip(t *testing.T) {
 	m := testManifest(42, 0.75)
 	m.Version = FormatVersion
 	m.Run = "r"
+	m.Submission = "20261127T080000Z-0123456789ab"
 	m.CreatedAt = time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)
 	m.Blobs = []Blob{{Name: "weights.safetensors", Kind: KindWeights, Size: 100, SHA256: strings.Repeat("0f", 32), Tensors: 2}}
 	b, err := m.Marshal()
@@ -357,7 +390,7 @@ func TestManifestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Sampler.Seed != 1<<63+5 || got.RNG[1] != 1<<64-1 || fmt.Sprint(got.NetConfig["width"]) != "8" {
+	if got.Sampler.Seed != 1<<63+5 || got.RNG[1] != 1<<64-1 || fmt.Sprint(got.NetConfig["width"]) != "8" || got.Submission != m.Submission {
 		t.Fatalf("round trip lost precision: %+v", got)
 	}
 	if _, err := ParseManifest(append(b, "{}"...)); err == nil {

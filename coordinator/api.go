@@ -2,11 +2,14 @@ package coordinator
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
@@ -190,12 +193,14 @@ func toStatus(err error) error {
 // The leading coordinator picks it up from etcd. A name held by a job that
 // has not ended is ErrJobExists; a job that ended (stopped, finished, failed)
 // is replaced, and its ring generations keep counting up from the old run's.
+// Every submission gets a new spec.Submission.
 func (c *Coordinator) SubmitJob(ctx context.Context, specText []byte) (JobSpec, error) {
 	spec, err := ParseJobSpec(specText)
 	if err != nil {
 		return spec, err
 	}
 	job := spec.Name
+	spec.Submission = newSubmissionID(c.cfg.Now())
 	st := JobStatus{Job: job, Phase: PhasePending, Message: "submitted", Updated: c.cfg.Now()}
 	puts := []clientv3.Op{
 		clientv3.OpPut(SpecKey(job), string(mustJSON(spec))),
@@ -217,6 +222,15 @@ func (c *Coordinator) SubmitJob(ctx context.Context, specText []byte) (JobSpec, 
 	c.log.Info("job submitted", "job", job, "net", spec.Net, "world_min", spec.World.Min)
 	c.publish(ctx, Event{Job: job, Type: EventJobSubmitted, Message: spec.Net})
 	return spec, nil
+}
+
+// newSubmissionID names one submission: the time, for people, and 48
+// random bits, so that ids stay distinct across coordinators, clocks that
+// step back and etcd clusters rebuilt over the same checkpoint store.
+func newSubmissionID(now time.Time) string {
+	var b [6]byte
+	rand.Read(b[:]) // never fails (crypto/rand, Go ≥ 1.24)
+	return now.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
 }
 
 // resubmit replaces an ended job, given the Else reads of SubmitJob's txn.

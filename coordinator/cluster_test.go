@@ -463,9 +463,10 @@ func TestGRPCAPI(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Submit: %v", err)
 	}
-	if resp.Spec.Name != job || resp.Spec.Schedule.Name != "constant" {
+	if resp.Spec.Name != job || resp.Spec.Schedule.Name != "constant" || resp.Spec.Submission == "" {
 		t.Fatalf("Submit returned spec %+v", resp.Spec)
 	}
+	first := resp.Spec.Submission
 	if _, err := client.Submit(ctx, []byte(testSpec(job, 1))); status.Code(errors.Unwrap(err)) != codes.AlreadyExists {
 		t.Fatalf("duplicate Submit = %v, want AlreadyExists", err)
 	}
@@ -506,9 +507,17 @@ func TestGRPCAPI(t *testing.T) {
 		return err == nil && st.Status.Phase == PhaseStopped
 	})
 
-	// An ended job may be submitted again; generations keep counting.
-	if _, err := client.Submit(ctx, []byte(testSpec(job, 1))); err != nil {
+	// An ended job may be submitted again; generations keep counting. The
+	// new submission gets its own id, whatever the submitted spec says.
+	again, err := client.Submit(ctx, []byte(strings.Replace(testSpec(job, 1), "{", `{"submission":"`+first+`",`, 1)))
+	if err != nil {
 		t.Fatalf("resubmit after stop: %v", err)
+	}
+	if again.Spec.Submission == first || again.Spec.Submission == "" {
+		t.Fatalf("resubmitted job has submission %q, the first one had %q", again.Spec.Submission, first)
+	}
+	if st, err := client.Status(ctx, job); err != nil || st.Spec.Submission != again.Spec.Submission {
+		t.Fatalf("stored spec has submission %q (%v), Submit returned %q", st.Spec.Submission, err, again.Spec.Submission)
 	}
 	m := register(t, cli, job, "w-api2")
 	r := nextRing(t, m.WatchRing(ctx), 10*time.Second, "[w-api2]", idsAre("w-api2"))

@@ -38,10 +38,20 @@ type JobSpec struct {
 	Seed            uint64         `json:"seed"`
 	// Transfer, when set, fine-tunes from pretrained weights.
 	Transfer *TransferSpec `json:"transfer,omitempty"`
-	// Resume says where a job whose workers start from nothing picks up:
-	// "latest" (or empty) is the newest good checkpoint if there is one, a
-	// number is that checkpoint step, "never" starts from scratch.
+	// Resume says where a new submission whose workers start from nothing
+	// picks up: "latest" (or empty) is the newest good checkpoint if there
+	// is one, a number is that checkpoint step, "never" starts from scratch.
+	// never and a step refuse to start where the run would write its
+	// checkpoints among an earlier run's (never: any, a step: any after it).
+	// A restart after every worker died resumes the submission's own newest
+	// checkpoint, whatever Resume says.
 	Resume string `json:"resume,omitempty"`
+	// Submission is set by the coordinator at submit (a value in a
+	// submitted spec is replaced) and differs for every submission. Workers
+	// record it in checkpoints, so that a job restarted after every worker
+	// died resumes its own checkpoints and tells them from an earlier run's
+	// under the same name.
+	Submission string `json:"submission,omitempty"`
 }
 
 // TransferSpec is Keras-style fine-tuning: pretrained weights, a new head,
@@ -247,6 +257,8 @@ func (s *JobSpec) SetDefaults() {
 // token (no '.', '*', '>' or spaces).
 var jobNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
+var submissionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
 // ValidJobName reports whether name can be used as a job name.
 func ValidJobName(name string) bool { return jobNameRE.MatchString(name) }
 
@@ -320,6 +332,9 @@ func (s *JobSpec) Validate() error {
 		if n, err := strconv.ParseInt(r, 10, 64); err != nil || n < 0 {
 			bad("resume", "%q is not latest, never or a checkpoint step", r)
 		}
+	}
+	if s.Submission != "" && !submissionRE.MatchString(s.Submission) {
+		bad("submission", "%q must match %s", s.Submission, submissionRE)
 	}
 	if t := s.Transfer; t != nil {
 		if t.From == "" {

@@ -116,6 +116,7 @@ func TestValidateFieldErrors(t *testing.T) {
 		{"world max below min", func(s *JobSpec) { s.World.Min = 9 }, []string{"spec.world.max"}},
 		{"checkpoint keep", func(s *JobSpec) { s.Checkpoint.Keep = -1 }, []string{"spec.checkpoint.keep"}},
 		{"eval every", func(s *JobSpec) { s.Eval.EverySteps = -3 }, []string{"spec.eval.every_steps"}},
+		{"submission with a slash", func(s *JobSpec) { s.Submission = "a/b" }, []string{"spec.submission"}},
 		{"several at once", func(s *JobSpec) { s.Optimizer.LR = -1; s.Classes = 0 },
 			[]string{"spec.classes", "spec.optimizer.lr"}},
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/ringtrain/ringtrain/checkpoint"
 	"github.com/ringtrain/ringtrain/coordinator"
@@ -59,7 +60,7 @@ func (c *checkpointer) save(rep *Replica, classNames []string, metrics map[strin
 	weights := cloneTensors(modelio.Tensors(rep.Model))
 	opt := cloneTensors(modelio.OptimizerTensors(rep.Model, rep.Opt))
 	m := checkpoint.Manifest{
-		Net: c.spec.Net, Classes: c.spec.Classes, ClassNames: classNames,
+		Submission: c.spec.Submission, Net: c.spec.Net, Classes: c.spec.Classes, ClassNames: classNames,
 		NetConfig: map[string]any{"in_channels": c.spec.Input.Channels, "input_size": c.spec.Input.Height},
 		Step:      int64(rep.Step), Epoch: rep.Pos.Epoch, Optimizer: c.spec.Optimizer.Name, Metrics: metrics,
 		Sampler: checkpoint.SamplerState{Seed: rep.Pos.Seed, Epoch: rep.Pos.Epoch, Done: int64(rep.Pos.Done)},
@@ -86,10 +87,33 @@ func (c *checkpointer) wait() error {
 	return c.err
 }
 
-// restore loads the newest good checkpoint into rep. It reports false
-// (and no error) when there is none. Corrupt or partial checkpoints are
-// reported and skipped.
+// restore loads the checkpoint that a job whose workers start with no
+// survivor resumes from into rep; it reports false (and no error) when
+// training starts from scratch. First comes this submission's own newest
+// good checkpoint: a restart after every worker died goes on where the job
+// was, whatever spec.resume says. Otherwise spec.resume decides: latest (or
+// empty) the newest good checkpoint of an earlier run under this name, a
+// step that one, never none; never and a step refuse to start where the
+// run would write among an earlier run's checkpoints (resumeConflict).
+// Corrupt or partial checkpoints are reported and skipped.
 func (c *checkpointer) restore(ctx context.Context, rep *Replica) (bool, error) {
+	if sub := c.spec.Submission; sub != "" {
+		ck, skipped, err := c.store.LatestWhere(ctx, func(m *checkpoint.Manifest) bool { return m.Submission == sub })
+		switch {
+		case err == nil:
+			c.logSkipped(skipped)
+			return true, c.load(rep, ck, "this submission's own")
+		case !errors.Is(err, checkpoint.ErrNoCheckpoint):
+			return false, err
+		}
+	}
+	entries, err := c.store.List(ctx)
+	if err != nil {
+		return false, err
+	}
+	if err := resumeConflict(c.spec, entries, c.store.String()); err != nil {
+		return false, err
+	}
 	switch c.spec.Resume {
 	case "never":
 		return false, nil
@@ -103,19 +127,81 @@ func (c *checkpointer) restore(ctx context.Context, rep *Replica) (bool, error) 
 		if err != nil {
 			return false, fmt.Errorf("spec.resume: checkpoint step %d: %w", step, err)
 		}
-		return true, loadCheckpoint(rep, ck)
+		return true, c.load(rep, ck, "spec.resume "+c.spec.Resume)
 	}
 	ck, skipped, err := c.store.Latest(ctx)
-	for _, s := range skipped {
-		c.log.Warn("skipped checkpoint", "step", s.Step, "err", s.Err)
-	}
+	c.logSkipped(skipped)
 	if errors.Is(err, checkpoint.ErrNoCheckpoint) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	return true, loadCheckpoint(rep, ck)
+	return true, c.load(rep, ck, "spec.resume latest")
+}
+
+func (c *checkpointer) load(rep *Replica, ck *checkpoint.Checkpoint, why string) error {
+	c.log.Info("loading checkpoint", "step", ck.Manifest.Step, "written_by", ck.Manifest.Submission, "because", why)
+	return loadCheckpoint(rep, ck)
+}
+
+func (c *checkpointer) logSkipped(skipped []checkpoint.Skipped) {
+	for _, s := range skipped {
+		c.log.Warn("skipped checkpoint", "step", s.Step, "err", s.Err)
+	}
+}
+
+// resumeConflict reports why a job may not start under its spec.resume
+// with these checkpoint folders (List's, oldest first) in its run, where:
+// with never, any checkpoint of an earlier run; with a step, any of an
+// earlier run after that step. The new run would write its checkpoints
+// among them: a later resume latest would pick whichever is newest, from
+// either run, and retention would delete the earlier run's. A folder whose
+// manifest cannot be read counts as an earlier run's; one without a
+// manifest (a partial save) holds nothing to lose.
+func resumeConflict(spec coordinator.JobSpec, entries []checkpoint.Entry, where string) error {
+	var after int64 = -1 // conflicts are checkpoints after this step
+	switch spec.Resume {
+	case "", "latest":
+		return nil
+	case "never":
+	default:
+		n, err := strconv.ParseInt(spec.Resume, 10, 64)
+		if err != nil {
+			return fmt.Errorf("spec.resume %q: %w", spec.Resume, err)
+		}
+		after = n
+	}
+	var newest *checkpoint.Entry
+	for i := range entries {
+		e := &entries[i]
+		earlier := e.Manifest == nil && e.Err != nil ||
+			e.Manifest != nil && (spec.Submission == "" || e.Manifest.Submission != spec.Submission)
+		if earlier && e.Step > after {
+			newest = e
+		}
+	}
+	if newest == nil {
+		return nil
+	}
+	var what string
+	switch m := newest.Manifest; {
+	case m == nil:
+		what = fmt.Sprintf("step %d, manifest unreadable: %v", newest.Step, newest.Err)
+	case m.Submission == "":
+		what = fmt.Sprintf("step %d, written %s", newest.Step, m.CreatedAt.Format(time.RFC3339))
+	default:
+		what = fmt.Sprintf("step %d, written %s by submission %s", newest.Step, m.CreatedAt.Format(time.RFC3339), m.Submission)
+	}
+	if after < 0 {
+		return fmt.Errorf("spec.resume never: checkpoint prefix %s already holds an earlier run's checkpoints of job %s (newest: %s); "+
+			"starting from scratch would write new checkpoints among them, so a later resume could pick up either run and retention "+
+			"could delete the earlier one's: choose another checkpoint.uri or job name, or resume: latest to continue that run",
+			where, spec.Name, what)
+	}
+	return fmt.Errorf("spec.resume %d: checkpoint prefix %s holds an earlier run's checkpoints after step %d (newest: %s); "+
+		"training on from step %d would write new checkpoints among them: move or delete the checkpoints after step %d to branch "+
+		"from it, or use resume: latest", after, where, after, what, after, after)
 }
 
 // loadCheckpoint puts a checkpoint's state into rep.

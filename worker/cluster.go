@@ -362,7 +362,9 @@ func (w *clusterWorker) run(ctx context.Context, reg *registration) error {
 	if w.ckpt != nil {
 		ok, err := w.ckpt.restore(ctx, w.rep)
 		if err != nil {
-			return fmt.Errorf("resume from checkpoint: %w", err)
+			err = fmt.Errorf("resume from checkpoint: %w", err)
+			w.pub.Publish(ctx, coordinator.Event{Job: w.spec.Name, Type: coordinator.EventFailed, Time: time.Now(), Message: err.Error(), Source: w.cfg.ID})
+			return err
 		}
 		if ok {
 			w.log.Info("resumed from checkpoint", "step", w.rep.Step, "epoch", w.rep.Pos.Epoch, "store", w.ckpt.store)
