@@ -172,6 +172,14 @@ func TestResumeWithDifferentWorldSize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Both runs are one submission, and the manifests say what regenerates
+	// the random streams: scheme, seed, step.
+	if sub := ck.Manifest.Submission; sub == "" || final.Manifest.Submission != sub {
+		t.Errorf("checkpoint submissions: step %d %q, final %q; want one non-empty id", ckStep, sub, final.Manifest.Submission)
+	}
+	if want := fmt.Sprint([]uint64{worker.RNGScheme, 11, uint64(final.Manifest.Step)}); fmt.Sprint(final.Manifest.RNG) != want {
+		t.Errorf("final rng_state %v, want %s", final.Manifest.RNG, want)
+	}
 	t.Logf("2 workers killed at step %d (last logged step %d), newest checkpoint step %d; %d steps replayed by 3 fresh workers; "+
 		"resumed run trained steps %d..%d, first at world %d, steps by world size %v; final checkpoint step %d epoch %d; "+
 		"test accuracy %.4f; first run %v, resumed run %v",
