@@ -27,8 +27,13 @@ type BatchNorm2D struct {
 	// one activation-sized buffer less per layer.
 	x            *tensor.Dense
 	mean, invstd []float32 // per channel, of the statistics used in forward
-	usedBatch    bool      // forward used batch statistics
-	params       []*Param  // built once: Params is on the backward path
+	// The current call's slices and sizes, and the per-channel loops over
+	// them bound once, so that a step allocates nothing.
+	xd, yd, dyd, dxd []float32
+	n, hw            int
+	fwd, bwd         func(lo, hi int)
+	usedBatch        bool     // forward used batch statistics
+	params           []*Param // built once: Params is on the backward path
 }
 
 var _ Module = (*BatchNorm2D)(nil)
@@ -74,58 +79,64 @@ func (b *BatchNorm2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 	sh := x.Shape()
 	n, hw := sh[0], sh[2]*sh[3]
 	y := b.out.get(n, Shape{b.C, sh[2], sh[3]})
-	xd, yd := f32(x), f32(y)
 	b.x = x
 	b.usedBatch = s.Train && !b.frozen()
-	m := float64(n * hw)
-	s.Pool.ParallelFor(b.C, func(lo, hi int) {
-		for c := lo; c < hi; c++ {
-			var mean, invstd float64
-			if b.usedBatch {
-				var sum float64
-				for i := 0; i < n; i++ {
-					for _, v := range xd[(i*b.C+c)*hw : (i*b.C+c+1)*hw] {
-						sum += float64(v)
-					}
-				}
-				mean = sum / m
-				var ss float64
-				for i := 0; i < n; i++ {
-					for _, v := range xd[(i*b.C+c)*hw : (i*b.C+c+1)*hw] {
-						d := float64(v) - mean
-						ss += d * d
-					}
-				}
-				variance := ss / m
-				invstd = 1 / math.Sqrt(variance+float64(b.Eps))
-				mom := float64(b.Momentum)
-				unbiased := variance
-				if m > 1 {
-					unbiased = ss / (m - 1)
-				}
-				b.RunningMean.Data[c] = float32((1-mom)*float64(b.RunningMean.Data[c]) + mom*mean)
-				b.RunningVar.Data[c] = float32((1-mom)*float64(b.RunningVar.Data[c]) + mom*unbiased)
-			} else {
-				mean = float64(b.RunningMean.Data[c])
-				invstd = 1 / math.Sqrt(float64(b.RunningVar.Data[c])+float64(b.Eps))
-			}
-			g, be := b.Weight.Data[c], b.Bias.Data[c]
-			mf, is := float32(mean), float32(invstd)
-			b.mean[c], b.invstd[c] = mf, is
-			for i := 0; i < n; i++ {
-				off := (i*b.C + c) * hw
-				xs, ys := xd[off:off+hw], yd[off:off+hw]
-				for j, v := range xs {
-					h := (v - mf) * is // the same expression as in Backward
-					ys[j] = h*g + be
-				}
-			}
-		}
-	})
+	b.xd, b.yd, b.n, b.hw = f32(x), f32(y), n, hw
+	if b.fwd == nil {
+		b.fwd = b.forwardChannels
+	}
+	s.Pool.ParallelFor(b.C, b.fwd)
 	if b.usedBatch {
 		b.NumBatches.Data[0]++
 	}
 	return y
+}
+
+func (b *BatchNorm2D) forwardChannels(lo, hi int) {
+	xd, yd, n, hw := b.xd, b.yd, b.n, b.hw
+	m := float64(n * hw)
+	for c := lo; c < hi; c++ {
+		var mean, invstd float64
+		if b.usedBatch {
+			var sum float64
+			for i := 0; i < n; i++ {
+				for _, v := range xd[(i*b.C+c)*hw : (i*b.C+c+1)*hw] {
+					sum += float64(v)
+				}
+			}
+			mean = sum / m
+			var ss float64
+			for i := 0; i < n; i++ {
+				for _, v := range xd[(i*b.C+c)*hw : (i*b.C+c+1)*hw] {
+					d := float64(v) - mean
+					ss += d * d
+				}
+			}
+			variance := ss / m
+			invstd = 1 / math.Sqrt(variance+float64(b.Eps))
+			mom := float64(b.Momentum)
+			unbiased := variance
+			if m > 1 {
+				unbiased = ss / (m - 1)
+			}
+			b.RunningMean.Data[c] = float32((1-mom)*float64(b.RunningMean.Data[c]) + mom*mean)
+			b.RunningVar.Data[c] = float32((1-mom)*float64(b.RunningVar.Data[c]) + mom*unbiased)
+		} else {
+			mean = float64(b.RunningMean.Data[c])
+			invstd = 1 / math.Sqrt(float64(b.RunningVar.Data[c])+float64(b.Eps))
+		}
+		g, be := b.Weight.Data[c], b.Bias.Data[c]
+		mf, is := float32(mean), float32(invstd)
+		b.mean[c], b.invstd[c] = mf, is
+		for i := 0; i < n; i++ {
+			off := (i*b.C + c) * hw
+			xs, ys := xd[off:off+hw], yd[off:off+hw]
+			for j, v := range xs {
+				h := (v - mf) * is // the same expression as in Backward
+				ys[j] = h*g + be
+			}
+		}
+	}
 }
 
 // Backward: with batch statistics
@@ -134,57 +145,63 @@ func (b *BatchNorm2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 func (b *BatchNorm2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense {
 	sh := dy.Shape()
 	n, hw := sh[0], sh[2]*sh[3]
-	dyd, xd := f32(dy), f32(b.x)
-	var dxd []float32
+	b.dyd, b.xd, b.dxd, b.n, b.hw = f32(dy), f32(b.x), nil, n, hw
 	var dx *tensor.Dense
 	if needDx {
 		dx = b.dx.get(n, Shape{b.C, sh[2], sh[3]})
-		dxd = f32(dx)
+		b.dxd = f32(dx)
 	}
-	m := float32(n * hw)
-	s.Pool.ParallelFor(b.C, func(lo, hi int) {
-		for c := lo; c < hi; c++ {
-			var sdy, sdyx float64
-			mf, is := b.mean[c], b.invstd[c]
-			for i := 0; i < n; i++ {
-				off := (i*b.C + c) * hw
-				xs := xd[off : off+hw]
-				for j, g := range dyd[off : off+hw] {
-					h := (xs[j] - mf) * is
-					sdy += float64(g)
-					sdyx += float64(g) * float64(h)
-				}
-			}
-			if b.Weight.Trainable {
-				b.Weight.Grad[c] += float32(sdyx)
-			}
-			if b.Bias.Trainable {
-				b.Bias.Grad[c] += float32(sdy)
-			}
-			if !needDx {
-				continue
-			}
-			k := b.Weight.Data[c] * is
-			if !b.usedBatch {
-				for i := 0; i < n; i++ {
-					off := (i*b.C + c) * hw
-					for j, g := range dyd[off : off+hw] {
-						dxd[off+j] = k * g
-					}
-				}
-				continue
-			}
-			mdy, mdyx := float32(sdy)/m, float32(sdyx)/m
-			for i := 0; i < n; i++ {
-				off := (i*b.C + c) * hw
-				xs := xd[off : off+hw]
-				for j, g := range dyd[off : off+hw] {
-					h := (xs[j] - mf) * is
-					dxd[off+j] = k * (g - mdy - h*mdyx)
-				}
-			}
-		}
-	})
+	if b.bwd == nil {
+		b.bwd = b.backwardChannels
+	}
+	s.Pool.ParallelFor(b.C, b.bwd)
 	s.gradDone(b.Weight, b.Bias)
 	return dx
+}
+
+func (b *BatchNorm2D) backwardChannels(lo, hi int) {
+	dyd, xd, dxd, n, hw := b.dyd, b.xd, b.dxd, b.n, b.hw
+	needDx := dxd != nil
+	m := float32(n * hw)
+	for c := lo; c < hi; c++ {
+		var sdy, sdyx float64
+		mf, is := b.mean[c], b.invstd[c]
+		for i := 0; i < n; i++ {
+			off := (i*b.C + c) * hw
+			xs := xd[off : off+hw]
+			for j, g := range dyd[off : off+hw] {
+				h := (xs[j] - mf) * is
+				sdy += float64(g)
+				sdyx += float64(g) * float64(h)
+			}
+		}
+		if b.Weight.Trainable {
+			b.Weight.Grad[c] += float32(sdyx)
+		}
+		if b.Bias.Trainable {
+			b.Bias.Grad[c] += float32(sdy)
+		}
+		if !needDx {
+			continue
+		}
+		k := b.Weight.Data[c] * is
+		if !b.usedBatch {
+			for i := 0; i < n; i++ {
+				off := (i*b.C + c) * hw
+				for j, g := range dyd[off : off+hw] {
+					dxd[off+j] = k * g
+				}
+			}
+			continue
+		}
+		mdy, mdyx := float32(sdy)/m, float32(sdyx)/m
+		for i := 0; i < n; i++ {
+			off := (i*b.C + c) * hw
+			xs := xd[off : off+hw]
+			for j, g := range dyd[off : off+hw] {
+				h := (xs[j] - mf) * is
+				dxd[off+j] = k * (g - mdy - h*mdyx)
+			}
+		}
+	}
 }

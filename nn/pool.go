@@ -70,6 +70,7 @@ type MaxPool2D struct {
 	in, os  Shape
 	out, dx buf
 	argmax  []int32
+	io      planeIO
 }
 
 // NewMaxPool2D: square kernel k, stride s (0 = k), padding p.
@@ -100,36 +101,41 @@ func (m *MaxPool2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 		m.argmax = make([]int32, len(yd))
 	}
 	m.argmax = m.argmax[:len(yd)]
+	if m.io.fwd == nil {
+		m.io.fwd = m.forwardPlanes
+	}
+	m.io.run(s, n*m.in[0], xd, yd, m.io.fwd)
+	return y
+}
+
+func (m *MaxPool2D) forwardPlanes(lo, hi int) {
+	xd, yd := m.io.in, m.io.out
 	c := m.cfg
 	H, W, OH, OW := m.in[1], m.in[2], m.os[1], m.os[2]
-	planes := n * m.in[0]
-	s.Pool.ParallelFor(planes, func(lo, hi int) {
-		for p := lo; p < hi; p++ {
-			xp := xd[p*H*W : (p+1)*H*W]
-			for oy := 0; oy < OH; oy++ {
-				y0 := oy*c.StrideH - c.PadH
-				y1 := min(y0+c.KH, H)
-				y0 = max(y0, 0)
-				for ox := 0; ox < OW; ox++ {
-					x0 := ox*c.StrideW - c.PadW
-					x1 := min(x0+c.KW, W)
-					x0 = max(x0, 0)
-					best, arg := float32(math.Inf(-1)), int32(-1)
-					for iy := y0; iy < y1; iy++ {
-						for ix := x0; ix < x1; ix++ {
-							v := xp[iy*W+ix]
-							if v > best || arg < 0 || v != v { // NaN wins, as in PyTorch
-								best, arg = v, int32(iy*W+ix)
-							}
+	for p := lo; p < hi; p++ {
+		xp := xd[p*H*W : (p+1)*H*W]
+		for oy := 0; oy < OH; oy++ {
+			y0 := oy*c.StrideH - c.PadH
+			y1 := min(y0+c.KH, H)
+			y0 = max(y0, 0)
+			for ox := 0; ox < OW; ox++ {
+				x0 := ox*c.StrideW - c.PadW
+				x1 := min(x0+c.KW, W)
+				x0 = max(x0, 0)
+				best, arg := float32(math.Inf(-1)), int32(-1)
+				for iy := y0; iy < y1; iy++ {
+					for ix := x0; ix < x1; ix++ {
+						v := xp[iy*W+ix]
+						if v > best || arg < 0 || v != v { // NaN wins, as in PyTorch
+							best, arg = v, int32(iy*W+ix)
 						}
 					}
-					o := p*OH*OW + oy*OW + ox
-					yd[o], m.argmax[o] = best, arg
 				}
+				o := p*OH*OW + oy*OW + ox
+				yd[o], m.argmax[o] = best, arg
 			}
 		}
-	})
-	return y
+	}
 }
 
 // Backward routes each output gradient to its window's argmax.
@@ -139,19 +145,24 @@ func (m *MaxPool2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.De
 	}
 	n := batch(dy)
 	dx := m.dx.zeroed(n, m.in)
-	dxd, dyd := f32(dx), f32(dy)
+	if m.io.bwd == nil {
+		m.io.bwd = m.backwardPlanes
+	}
+	m.io.run(s, n*m.in[0], f32(dy), f32(dx), m.io.bwd)
+	return dx
+}
+
+func (m *MaxPool2D) backwardPlanes(lo, hi int) {
+	dyd, dxd := m.io.in, m.io.out
 	hw, ohw := m.in[1]*m.in[2], m.os[1]*m.os[2]
-	s.Pool.ParallelFor(n*m.in[0], func(lo, hi int) {
-		for p := lo; p < hi; p++ {
-			dxp := dxd[p*hw : (p+1)*hw]
-			for o := p * ohw; o < (p+1)*ohw; o++ {
-				if a := m.argmax[o]; a >= 0 {
-					dxp[a] += dyd[o]
-				}
+	for p := lo; p < hi; p++ {
+		dxp := dxd[p*hw : (p+1)*hw]
+		for o := p * ohw; o < (p+1)*ohw; o++ {
+			if a := m.argmax[o]; a >= 0 {
+				dxp[a] += dyd[o]
 			}
 		}
-	})
-	return dx
+	}
 }
 
 // AvgPool2D is nn.AvgPool2d with ceil_mode and count_include_pad.
@@ -162,6 +173,7 @@ type AvgPool2D struct {
 	in, os  Shape
 	out, dx buf
 	div     []float32 // divisor per output position (shared by all planes)
+	io      planeIO
 }
 
 // NewAvgPool2D: square kernel k, stride s (0 = k), padding p, counting the
@@ -212,26 +224,31 @@ func (a *AvgPool2D) window(oy, ox int) (y0, y1, x0, x1 int) {
 func (a *AvgPool2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 	n := batch(x)
 	y := a.out.get(n, a.os)
-	xd, yd := f32(x), f32(y)
+	if a.io.fwd == nil {
+		a.io.fwd = a.forwardPlanes
+	}
+	a.io.run(s, n*a.in[0], f32(x), f32(y), a.io.fwd)
+	return y
+}
+
+func (a *AvgPool2D) forwardPlanes(lo, hi int) {
+	xd, yd := a.io.in, a.io.out
 	H, W, OH, OW := a.in[1], a.in[2], a.os[1], a.os[2]
-	s.Pool.ParallelFor(n*a.in[0], func(lo, hi int) {
-		for p := lo; p < hi; p++ {
-			xp := xd[p*H*W : (p+1)*H*W]
-			for oy := 0; oy < OH; oy++ {
-				for ox := 0; ox < OW; ox++ {
-					y0, y1, x0, x1 := a.window(oy, ox)
-					var sum float32
-					for iy := y0; iy < y1; iy++ {
-						for _, v := range xp[iy*W+x0 : iy*W+x1] {
-							sum += v
-						}
+	for p := lo; p < hi; p++ {
+		xp := xd[p*H*W : (p+1)*H*W]
+		for oy := 0; oy < OH; oy++ {
+			for ox := 0; ox < OW; ox++ {
+				y0, y1, x0, x1 := a.window(oy, ox)
+				var sum float32
+				for iy := y0; iy < y1; iy++ {
+					for _, v := range xp[iy*W+x0 : iy*W+x1] {
+						sum += v
 					}
-					yd[p*OH*OW+oy*OW+ox] = sum / a.div[oy*OW+ox]
 				}
+				yd[p*OH*OW+oy*OW+ox] = sum / a.div[oy*OW+ox]
 			}
 		}
-	})
-	return y
+	}
 }
 
 func (a *AvgPool2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense {
@@ -240,26 +257,31 @@ func (a *AvgPool2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.De
 	}
 	n := batch(dy)
 	dx := a.dx.zeroed(n, a.in)
-	dxd, dyd := f32(dx), f32(dy)
+	if a.io.bwd == nil {
+		a.io.bwd = a.backwardPlanes
+	}
+	a.io.run(s, n*a.in[0], f32(dy), f32(dx), a.io.bwd)
+	return dx
+}
+
+func (a *AvgPool2D) backwardPlanes(lo, hi int) {
+	dyd, dxd := a.io.in, a.io.out
 	H, W, OH, OW := a.in[1], a.in[2], a.os[1], a.os[2]
-	s.Pool.ParallelFor(n*a.in[0], func(lo, hi int) {
-		for p := lo; p < hi; p++ {
-			dxp := dxd[p*H*W : (p+1)*H*W]
-			for oy := 0; oy < OH; oy++ {
-				for ox := 0; ox < OW; ox++ {
-					y0, y1, x0, x1 := a.window(oy, ox)
-					g := dyd[p*OH*OW+oy*OW+ox] / a.div[oy*OW+ox]
-					for iy := y0; iy < y1; iy++ {
-						row := dxp[iy*W+x0 : iy*W+x1]
-						for j := range row {
-							row[j] += g
-						}
+	for p := lo; p < hi; p++ {
+		dxp := dxd[p*H*W : (p+1)*H*W]
+		for oy := 0; oy < OH; oy++ {
+			for ox := 0; ox < OW; ox++ {
+				y0, y1, x0, x1 := a.window(oy, ox)
+				g := dyd[p*OH*OW+oy*OW+ox] / a.div[oy*OW+ox]
+				for iy := y0; iy < y1; iy++ {
+					row := dxp[iy*W+x0 : iy*W+x1]
+					for j := range row {
+						row[j] += g
 					}
 				}
 			}
 		}
-	})
-	return dx
+	}
 }
 
 // AdaptivePool2D is nn.AdaptiveAvgPool2d / AdaptiveMaxPool2d: output OH×OW,
@@ -272,6 +294,7 @@ type AdaptivePool2D struct {
 	in      Shape
 	out, dx buf
 	argmax  []int32
+	io      planeIO
 }
 
 // NewAdaptiveAvgPool2D pools to oh×ow by averaging.
@@ -307,46 +330,52 @@ func adaptiveRange(i, in, out int) (int, int) {
 func (a *AdaptivePool2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 	n := batch(x)
 	y := a.out.get(n, Shape{a.in[0], a.OH, a.OW})
-	xd, yd := f32(x), f32(y)
-	H, W := a.in[1], a.in[2]
+	yd := f32(y)
 	if a.Max {
 		if cap(a.argmax) < len(yd) {
 			a.argmax = make([]int32, len(yd))
 		}
 		a.argmax = a.argmax[:len(yd)]
 	}
-	s.Pool.ParallelFor(n*a.in[0], func(lo, hi int) {
-		for p := lo; p < hi; p++ {
-			xp := xd[p*H*W : (p+1)*H*W]
-			for oy := 0; oy < a.OH; oy++ {
-				y0, y1 := adaptiveRange(oy, H, a.OH)
-				for ox := 0; ox < a.OW; ox++ {
-					x0, x1 := adaptiveRange(ox, W, a.OW)
-					o := p*a.OH*a.OW + oy*a.OW + ox
-					if a.Max {
-						best, arg := float32(math.Inf(-1)), int32(-1)
-						for iy := y0; iy < y1; iy++ {
-							for ix := x0; ix < x1; ix++ {
-								if v := xp[iy*W+ix]; v > best || arg < 0 || v != v {
-									best, arg = v, int32(iy*W+ix)
-								}
+	if a.io.fwd == nil {
+		a.io.fwd = a.forwardPlanes
+	}
+	a.io.run(s, n*a.in[0], f32(x), yd, a.io.fwd)
+	return y
+}
+
+func (a *AdaptivePool2D) forwardPlanes(lo, hi int) {
+	xd, yd := a.io.in, a.io.out
+	H, W := a.in[1], a.in[2]
+	for p := lo; p < hi; p++ {
+		xp := xd[p*H*W : (p+1)*H*W]
+		for oy := 0; oy < a.OH; oy++ {
+			y0, y1 := adaptiveRange(oy, H, a.OH)
+			for ox := 0; ox < a.OW; ox++ {
+				x0, x1 := adaptiveRange(ox, W, a.OW)
+				o := p*a.OH*a.OW + oy*a.OW + ox
+				if a.Max {
+					best, arg := float32(math.Inf(-1)), int32(-1)
+					for iy := y0; iy < y1; iy++ {
+						for ix := x0; ix < x1; ix++ {
+							if v := xp[iy*W+ix]; v > best || arg < 0 || v != v {
+								best, arg = v, int32(iy*W+ix)
 							}
 						}
-						yd[o], a.argmax[o] = best, arg
-						continue
 					}
-					var sum float32
-					for iy := y0; iy < y1; iy++ {
-						for _, v := range xp[iy*W+x0 : iy*W+x1] {
-							sum += v
-						}
-					}
-					yd[o] = sum / float32((y1-y0)*(x1-x0))
+					yd[o], a.argmax[o] = best, arg
+					continue
 				}
+				var sum float32
+				for iy := y0; iy < y1; iy++ {
+					for _, v := range xp[iy*W+x0 : iy*W+x1] {
+						sum += v
+					}
+				}
+				yd[o] = sum / float32((y1-y0)*(x1-x0))
 			}
 		}
-	})
-	return y
+	}
 }
 
 func (a *AdaptivePool2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense {
@@ -355,32 +384,51 @@ func (a *AdaptivePool2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tens
 	}
 	n := batch(dy)
 	dx := a.dx.zeroed(n, a.in)
-	dxd, dyd := f32(dx), f32(dy)
+	if a.io.bwd == nil {
+		a.io.bwd = a.backwardPlanes
+	}
+	a.io.run(s, n*a.in[0], f32(dy), f32(dx), a.io.bwd)
+	return dx
+}
+
+func (a *AdaptivePool2D) backwardPlanes(lo, hi int) {
+	dyd, dxd := a.io.in, a.io.out
 	H, W := a.in[1], a.in[2]
-	s.Pool.ParallelFor(n*a.in[0], func(lo, hi int) {
-		for p := lo; p < hi; p++ {
-			dxp := dxd[p*H*W : (p+1)*H*W]
-			for oy := 0; oy < a.OH; oy++ {
-				y0, y1 := adaptiveRange(oy, H, a.OH)
-				for ox := 0; ox < a.OW; ox++ {
-					x0, x1 := adaptiveRange(ox, W, a.OW)
-					o := p*a.OH*a.OW + oy*a.OW + ox
-					if a.Max {
-						if arg := a.argmax[o]; arg >= 0 {
-							dxp[arg] += dyd[o]
-						}
-						continue
+	for p := lo; p < hi; p++ {
+		dxp := dxd[p*H*W : (p+1)*H*W]
+		for oy := 0; oy < a.OH; oy++ {
+			y0, y1 := adaptiveRange(oy, H, a.OH)
+			for ox := 0; ox < a.OW; ox++ {
+				x0, x1 := adaptiveRange(ox, W, a.OW)
+				o := p*a.OH*a.OW + oy*a.OW + ox
+				if a.Max {
+					if arg := a.argmax[o]; arg >= 0 {
+						dxp[arg] += dyd[o]
 					}
-					g := dyd[o] / float32((y1-y0)*(x1-x0))
-					for iy := y0; iy < y1; iy++ {
-						row := dxp[iy*W+x0 : iy*W+x1]
-						for j := range row {
-							row[j] += g
-						}
+					continue
+				}
+				g := dyd[o] / float32((y1-y0)*(x1-x0))
+				for iy := y0; iy < y1; iy++ {
+					row := dxp[iy*W+x0 : iy*W+x1]
+					for j := range row {
+						row[j] += g
 					}
 				}
 			}
 		}
-	})
-	return dx
+	}
+}
+
+// planeIO is a pooling layer's per-call input and output slices and its
+// loops over planes, bound once (a method value) so that handing them to
+// the pool allocates nothing per call.
+type planeIO struct {
+	in, out  []float32
+	fwd, bwd func(lo, hi int)
+}
+
+// run points the loops at in and out and runs loop (fwd or bwd) over planes.
+func (io *planeIO) run(s *State, planes int, in, out []float32, loop func(lo, hi int)) {
+	io.in, io.out = in, out
+	s.Pool.ParallelFor(planes, loop)
 }
