@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/ringtrain/ringtrain/nn"
+	"github.com/ringtrain/ringtrain/nn/kernels"
 	"gorgonia.org/tensor"
 )
 
@@ -134,7 +135,13 @@ func (d *denseLayer) Forward(s *nn.State, x *tensor.Dense) *tensor.Dense {
 	bo := d.body.Forward(s, x)
 	n := x.Shape()[0]
 	y := d.out.get(n, d.os)
-	concat2(y.Float32s(), x.Float32s(), bo.Float32s(), n, d.in.Size(), d.bodyOut.Size())
+	yd, xd, bd, as, bs := y.Float32s(), x.Float32s(), bo.Float32s(), d.in.Size(), d.bodyOut.Size()
+	s.Pool.ParallelFor(n, func(lo, hi int) { // one sample's copies per thread: the copies are most of this layer's own time
+		for i := lo; i < hi; i++ {
+			copy(yd[i*(as+bs):], xd[i*as:(i+1)*as])
+			copy(yd[i*(as+bs)+as:], bd[i*bs:(i+1)*bs])
+		}
+	})
 	return y
 }
 
@@ -146,9 +153,11 @@ func (d *denseLayer) Backward(s *nn.State, dy *tensor.Dense, needDx bool) *tenso
 	if needDx || trainable(d.body) {
 		dbody := d.db.get(n, d.bodyOut)
 		dbd := dbody.Float32s()
-		for i := 0; i < n; i++ {
-			copy(dbd[i*bs:(i+1)*bs], dyd[i*(xs+bs)+xs:(i+1)*(xs+bs)])
-		}
+		s.Pool.ParallelFor(n, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				copy(dbd[i*bs:(i+1)*bs], dyd[i*(xs+bs)+xs:(i+1)*(xs+bs)])
+			}
+		})
 		g = d.body.Backward(s, dbody, needDx)
 	}
 	if !needDx {
@@ -156,21 +165,12 @@ func (d *denseLayer) Backward(s *nn.State, dy *tensor.Dense, needDx bool) *tenso
 	}
 	dx := d.dx.get(n, d.in)
 	dxd, gd := dx.Float32s(), g.Float32s()
-	for i := 0; i < n; i++ {
-		src, dst := dyd[i*(xs+bs):i*(xs+bs)+xs], dxd[i*xs:(i+1)*xs]
-		for j, v := range src {
-			dst[j] = v + gd[i*xs+j]
+	s.Pool.ParallelFor(n, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			kernels.Add(dxd[i*xs:(i+1)*xs], dyd[i*(xs+bs):i*(xs+bs)+xs], gd[i*xs:(i+1)*xs])
 		}
-	}
+	})
 	return dx
-}
-
-// concat2 writes per sample a (as) then b (bs) into y.
-func concat2(y, a, b []float32, n, as, bs int) {
-	for i := 0; i < n; i++ {
-		copy(y[i*(as+bs):], a[i*as:(i+1)*as])
-		copy(y[i*(as+bs)+as:], b[i*bs:(i+1)*bs])
-	}
 }
 
 // trainable reports whether m or a descendant has a trainable weight.
