@@ -121,6 +121,37 @@ type Concat struct {
 	out, dx  buf
 	dys      []buf
 	dysT     []*tensor.Dense
+	blocks   blockCopy
+}
+
+// blockCopy copies, per sample, a block of sz floats between a tensor
+// where each sample holds stride floats (the block at off) and one where
+// it holds just the block: Concat's gather and scatter. Its loop over
+// samples is bound once, so running it over the pool allocates nothing.
+type blockCopy struct {
+	wide, narrow    []float32
+	stride, off, sz int
+	toWide          bool
+	run             func(lo, hi int)
+}
+
+func (b *blockCopy) do(s *State, n int, wide, narrow []float32, stride, off, sz int, toWide bool) {
+	b.wide, b.narrow, b.stride, b.off, b.sz, b.toWide = wide, narrow, stride, off, sz, toWide
+	if b.run == nil {
+		b.run = b.samples
+	}
+	s.Pool.ParallelFor(n, b.run)
+}
+
+func (b *blockCopy) samples(lo, hi int) {
+	for k := lo; k < hi; k++ {
+		w, nw := b.wide[k*b.stride+b.off:][:b.sz], b.narrow[k*b.sz:(k+1)*b.sz]
+		if b.toWide {
+			copy(w, nw)
+		} else {
+			copy(nw, w)
+		}
+	}
 }
 
 var _ Module = (*Concat)(nil)
@@ -168,9 +199,7 @@ func (c *Concat) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 	for i, b := range c.children {
 		bd := f32(b.Module.Forward(s, x))
 		sz := c.outs[i][0] * plane
-		for k := 0; k < n; k++ {
-			copy(yd[k*c.os[0]*plane+off:][:sz], bd[k*sz:(k+1)*sz])
-		}
+		c.blocks.do(s, n, yd, bd, c.os[0]*plane, off, sz, true)
 		off += sz
 	}
 	return y
@@ -189,10 +218,7 @@ func (c *Concat) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense
 			continue
 		}
 		bdy := c.dys[i].get(n, c.outs[i])
-		bd := f32(bdy)
-		for k := 0; k < n; k++ {
-			copy(bd[k*sz:(k+1)*sz], dyd[k*c.os[0]*plane+off:][:sz])
-		}
+		c.blocks.do(s, n, dyd, f32(bdy), c.os[0]*plane, off, sz, false)
 		off += sz
 		g := b.Module.Backward(s, bdy, needDx)
 		if !needDx {
