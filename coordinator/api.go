@@ -205,6 +205,7 @@ func (c *Coordinator) SubmitJob(ctx context.Context, specText []byte) (JobSpec, 
 	puts := []clientv3.Op{
 		clientv3.OpPut(SpecKey(job), string(mustJSON(spec))),
 		clientv3.OpPut(StatusKey(job), string(mustJSON(st))),
+		clientv3.OpDelete(FailureKey(job)), // an earlier run's
 	}
 	resp, err := c.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(SpecKey(job)), "=", 0)).

@@ -705,3 +705,51 @@ func TestChurn(t *testing.T) {
 	}
 	t.Logf("%d ops, %d generations observed, final ring %v", ops, len(seen), seen[len(seen)-1].IDs())
 }
+
+// A worker's failure report marks the job failed with its message (once,
+// with an event), and resubmitting the job starts it afresh without it.
+func TestWorkerFailureFailsJob(t *testing.T) {
+	job := uniqueJob("fails")
+	cli := newClient(t)
+	c, _ := startCoordinator(t, "coord-fail", cli, nil)
+	submit(t, c, job, 1)
+	ctx := context.Background()
+	status := func() JobStatus {
+		st, err := c.JobStatus(ctx, job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Status
+	}
+	spec, err := c.JobStatus(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A report from an earlier submission is not this run's failure.
+	if err := ReportFailure(ctx, cli, job, JobFailure{Submission: "older", Member: "w-old", Message: "stale"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // several reconcile passes
+	if st := status(); st.Phase.Terminal() {
+		t.Fatalf("a stale failure report ended the job: %+v", st)
+	}
+	if _, err := cli.Delete(ctx, FailureKey(job)); err != nil {
+		t.Fatal(err)
+	}
+	msg := `spec.dataset.uri "s3://nope/x": bucket nope does not exist`
+	if err := ReportFailure(ctx, cli, job, JobFailure{Submission: spec.Spec.Submission, Member: "w-1", Message: msg}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ReportFailure(ctx, cli, job, JobFailure{Submission: spec.Spec.Submission, Member: "w-2", Message: "later"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "phase failed", func() bool { return status().Phase == PhaseFailed })
+	if st := status(); !strings.Contains(st.Message, "w-1") || !strings.Contains(st.Message, msg) {
+		t.Fatalf("failed status message %q does not name the first reporting worker and its error", st.Message)
+	}
+	submit(t, c, job, 1) // an ended job may be resubmitted
+	time.Sleep(300 * time.Millisecond)
+	if st := status(); st.Phase != PhasePending {
+		t.Fatalf("resubmitted job: %+v, want pending (the old failure deleted)", st)
+	}
+}

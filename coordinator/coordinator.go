@@ -443,6 +443,7 @@ type jobView struct {
 	ringRev   int64 // mod revision of the ring key, 0 if absent
 	statusRev int64 // mod revision of the status key, 0 if absent
 	state     *JobState
+	failure   *JobFailure
 	members   []Member
 }
 
@@ -478,6 +479,12 @@ func (c *Coordinator) readJob(ctx context.Context, job string) (jobView, error) 
 				return v, err
 			}
 			v.state = &s
+		case key == FailureKey(job):
+			f, err := decodeJSON[JobFailure]("job failure", key, kv.Value)
+			if err != nil {
+				f = JobFailure{Message: fmt.Sprintf("undecodable failure report: %v", err)}
+			}
+			v.failure = &f
 		case strings.HasPrefix(key, mp):
 			m, err := decodeJSON[Member]("member", key, kv.Value)
 			if err != nil {
@@ -523,6 +530,10 @@ func (c *Coordinator) reconcile(ctx context.Context, job string, e *concurrency.
 	var d RingDecision
 	var events []Event
 	switch {
+	case v.failure != nil && (v.failure.Submission == "" || v.failure.Submission == v.spec.Submission):
+		f := v.failure
+		next.Phase, next.Message = PhaseFailed, fmt.Sprintf("failed: worker %s: %s", f.Member, f.Message)
+		events = append(events, Event{Type: EventFailed, Message: next.Message, Source: f.Member})
 	case v.status.Phase == PhaseStopping:
 		if len(v.members) == 0 || v.ring.Generation == 0 {
 			next.Phase, next.Message = PhaseStopped, "stopped: "+v.status.Message

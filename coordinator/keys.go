@@ -16,6 +16,7 @@ import (
 //	members/<id>  Member (JSON), under the worker's lease
 //	ring          Ring (JSON), one immutable generation, replaced whole
 //	state         JobState (JSON), written by rank 0 after each completed step
+//	failure       JobFailure (JSON), written by a worker that cannot run the job
 //	leader/...    coordinator election (etcd concurrency.Election)
 const KeyRoot = "/ringtrain/"
 
@@ -26,6 +27,7 @@ func MembersPrefix(job string) string  { return jobPrefix(job) + "members/" }
 func MemberKey(job, id string) string  { return MembersPrefix(job) + id }
 func RingKey(job string) string        { return jobPrefix(job) + "ring" }
 func StateKey(job string) string       { return jobPrefix(job) + "state" }
+func FailureKey(job string) string     { return jobPrefix(job) + "failure" }
 func LeaderPrefix(job string) string   { return jobPrefix(job) + "leader" }
 func EventsSubject(job string) string  { return "ringtrain." + job + ".events" }
 func MetricsSubject(job string) string { return "ringtrain." + job + ".metrics" }
@@ -77,6 +79,18 @@ type JobStatus struct {
 	Epoch      int       `json:"epoch"`
 	Leader     string    `json:"leader,omitempty"` // coordinator id that wrote it
 	Updated    time.Time `json:"updated"`
+}
+
+// JobFailure is a worker's report that the job cannot run as submitted (a
+// dataset that is not there, a checkpoint it must not resume, a net that
+// does not build): the leading coordinator marks the job failed with it, so
+// users see the cause in status instead of a job pending forever.
+// Submission ties it to one submission; resubmitting deletes it.
+type JobFailure struct {
+	Submission string    `json:"submission,omitempty"`
+	Member     string    `json:"member"`
+	Message    string    `json:"message"`
+	Time       time.Time `json:"time"`
 }
 
 // JobState is training progress, written by rank 0 after a completed step.

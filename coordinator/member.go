@@ -228,3 +228,21 @@ func (b *backoff) wait(ctx context.Context) bool {
 		return false
 	}
 }
+
+// ReportFailure records that a worker cannot run a job's submission (see
+// JobFailure); the leading coordinator then marks the job failed. The first
+// report stands: workers that fail the same way after it add nothing.
+func ReportFailure(ctx context.Context, cli *clientv3.Client, job string, f JobFailure) error {
+	if f.Time.IsZero() {
+		f.Time = time.Now()
+	}
+	key := FailureKey(job)
+	_, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(mustJSON(f)))).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("report failure of job %s to etcd %v: %w", job, cli.Endpoints(), err)
+	}
+	return nil
+}

@@ -146,7 +146,7 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) error {
 	}
 	w, err := newClusterWorker(ctx, cfg, spec, cli, pub, log.With("addr", addr))
 	if err != nil {
-		return err
+		return reportFailure(ctx, cli, cfg, spec, log, err)
 	}
 	w.addr = addr
 	defer w.close()
@@ -364,7 +364,7 @@ func (w *clusterWorker) run(ctx context.Context, reg *registration) error {
 		if err != nil {
 			err = fmt.Errorf("resume from checkpoint: %w", err)
 			w.pub.Publish(ctx, coordinator.Event{Job: w.spec.Name, Type: coordinator.EventFailed, Time: time.Now(), Message: err.Error(), Source: w.cfg.ID})
-			return err
+			return reportFailure(ctx, w.cli, w.cfg, w.spec, w.log, err)
 		}
 		if ok {
 			w.log.Info("resumed from checkpoint", "step", w.rep.Step, "epoch", w.rep.Pos.Epoch, "store", w.ckpt.store)
@@ -393,7 +393,7 @@ func (w *clusterWorker) run(ctx context.Context, reg *registration) error {
 			case p := <-w.phase:
 				if p.Terminal() || p == coordinator.PhaseStopping {
 					w.log.Info("job ended while waiting for a ring", "phase", p)
-					return nil
+					return jobEnded(w.spec.Name, p)
 				}
 			case <-reg.mem.Lost():
 				w.log.Warn("lease lost: registering again as a new incarnation")
@@ -667,6 +667,35 @@ func (w *clusterWorker) watchStatus(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// reportFailure records err as the reason the job cannot run (the
+// coordinator then marks it failed, so status shows why instead of a job
+// pending forever) and returns it. Errors that may pass by themselves — a
+// cancelled context, a network error reaching etcd, S3 or a peer — are not
+// reported: the worker exits and may be restarted.
+func reportFailure(ctx context.Context, cli *clientv3.Client, cfg ClusterConfig, spec coordinator.JobSpec, log *slog.Logger, err error) error {
+	var netErr net.Error
+	if ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	f := coordinator.JobFailure{Submission: spec.Submission, Member: cfg.ID, Message: err.Error(), Time: time.Now()}
+	if rerr := coordinator.ReportFailure(rctx, cli, spec.Name, f); rerr != nil {
+		log.Warn("could not report the job's failure", "err", rerr)
+	}
+	return err
+}
+
+// jobEnded is what a worker returns when the job ends under it: nothing
+// for a job stopped or finished, an error for one that failed (its cause
+// is in the job's status).
+func jobEnded(job string, p coordinator.Phase) error {
+	if p == coordinator.PhaseFailed {
+		return fmt.Errorf("job %s failed: its status (ringtrain status %s) says why", job, job)
+	}
+	return nil
 }
 
 // specSchedule is the job spec's LR schedule as a function of the step.
