@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"image"
-	"image/jpeg"
 	"image/png"
+
+	"github.com/ringtrain/ringtrain/internal/jpeg"
 )
 
 // ErrBadSample marks errors of one sample (corrupt, truncated or non-image
@@ -21,36 +22,55 @@ const (
 )
 
 // DecodeImage decodes a JPEG or PNG (sniffed from the bytes, not the name).
-// name is used in errors only. Errors wrap ErrBadSample.
+// name is used in errors only. Errors wrap ErrBadSample. JPEGs go through
+// internal/jpeg, image/jpeg's decoder forked: at full size the same pixels.
 func DecodeImage(data []byte, name string) (image.Image, error) {
+	img, _, err := decodeImage(data, name, nil)
+	return img, err
+}
+
+// decodeImage is DecodeImage where a JPEG may be decoded at 1/denom size in
+// the DCT domain: denom, if not nil, gets the full size from the header and
+// returns 1, 2, 4 or 8. PNGs are always decoded at full size. It returns
+// the denominator used.
+func decodeImage(data []byte, name string, denom func(w, h int) int) (image.Image, int, error) {
 	var (
 		cfg    image.Config
 		err    error
-		decode func([]byte) (image.Image, error)
+		decode func([]byte, int) (image.Image, error)
 		kind   string
 	)
 	switch {
-	case len(data) >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF:
+	case isJPEG(data):
 		kind = "JPEG"
 		cfg, err = jpeg.DecodeConfig(bytes.NewReader(data))
-		decode = func(b []byte) (image.Image, error) { return jpeg.Decode(bytes.NewReader(b)) }
+		decode = func(b []byte, d int) (image.Image, error) { return jpeg.DecodeScaled(bytes.NewReader(b), d) }
 	case len(data) >= 8 && string(data[:8]) == "\x89PNG\r\n\x1a\n":
 		kind = "PNG"
 		cfg, err = png.DecodeConfig(bytes.NewReader(data))
-		decode = func(b []byte) (image.Image, error) { return png.Decode(bytes.NewReader(b)) }
+		decode = func(b []byte, _ int) (image.Image, error) { return png.Decode(bytes.NewReader(b)) }
+		denom = nil
 	default:
 		head := data[:min(len(data), 8)]
-		return nil, fmt.Errorf("%s: not a JPEG or PNG image (%d bytes, starts with %q): %w", name, len(data), head, ErrBadSample)
+		return nil, 1, fmt.Errorf("%s: not a JPEG or PNG image (%d bytes, starts with %q): %w", name, len(data), head, ErrBadSample)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: corrupt %s header: %v: %w", name, kind, err, ErrBadSample)
+		return nil, 1, fmt.Errorf("%s: corrupt %s header: %v: %w", name, kind, err, ErrBadSample)
 	}
 	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width > maxImageSide || cfg.Height > maxImageSide || cfg.Width*cfg.Height > maxImagePixels {
-		return nil, fmt.Errorf("%s: %s of %dx%d pixels is out of range: %w", name, kind, cfg.Width, cfg.Height, ErrBadSample)
+		return nil, 1, fmt.Errorf("%s: %s of %dx%d pixels is out of range: %w", name, kind, cfg.Width, cfg.Height, ErrBadSample)
 	}
-	img, err := decode(data)
+	d := 1
+	if denom != nil {
+		d = denom(cfg.Width, cfg.Height)
+	}
+	img, err := decode(data, d)
 	if err != nil {
-		return nil, fmt.Errorf("%s: corrupt or truncated %s: %v: %w", name, kind, err, ErrBadSample)
+		return nil, 1, fmt.Errorf("%s: corrupt or truncated %s: %v: %w", name, kind, err, ErrBadSample)
 	}
-	return img, nil
+	return img, d, nil
+}
+
+func isJPEG(data []byte) bool {
+	return len(data) >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF
 }

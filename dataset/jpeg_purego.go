@@ -4,8 +4,9 @@ package dataset
 
 import "errors"
 
-// haveLibjpeg is false: JPEGs go through image/jpeg (build with -tags
-// libjpeg and libjpeg62-turbo-dev for the faster path).
+// haveLibjpeg is false: JPEGs go through internal/jpeg, image/jpeg's
+// decoder forked with DCT-domain scaling (build with -tags libjpeg and
+// libjpeg62-turbo-dev for the faster cgo path).
 const haveLibjpeg = false
 
 var errNoLibjpeg = errors.New("built without libjpeg")

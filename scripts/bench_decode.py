@@ -3,9 +3,10 @@
 Pillow/torchvision, measured in one run (the machines are noisy: compare
 the ratio, not the absolute numbers).
 
-The Go side runs twice: pure Go (image/jpeg), and with -tags libjpeg
-(libjpeg-turbo through cgo; with DCTScale also decoding at 1/2..1/8 size
-when the crop allows, as PIL's draft mode).
+Columns: torchvision; Go pure (internal/jpeg, image/jpeg's decoder forked);
+Go pure with DCTScale (decoding at 1/2..1/8 size in the DCT domain when the
+crop allows, as PIL's draft mode); and the same two with -tags libjpeg
+(libjpeg-turbo through cgo).
 
 Run from the repository root with Debian's python (python3-pil,
 python3-torchvision):  /usr/bin/python3 scripts/bench_decode.py [--seconds 5]
@@ -18,6 +19,12 @@ go test -cpu 1), per image: decode, then
   mnist eval28 : Resize(28) + CenterCrop(28) + ToTensor (grayscale)
 on the darknet photos (/usr/share/darknet/data/*.jpg) and 2000 MNIST digits
 as PNG files.
+
+Two figures per measurement: images per second of CPU time of the process
+(user+system, Python's time.process_time, Go's getrusage; the default, as
+it is what "per core" means and it holds up on a loaded machine) and
+images per second of wall time (--wall prints that table too). Rounds
+interleave the columns per case; the median of the rounds is reported.
 """
 import argparse
 import glob
@@ -63,14 +70,14 @@ def mnist_pngs(n):
 
 
 def bench_py(data, tf, mode, seconds):
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while True:
         for d in data:
             tf(Image.open(io.BytesIO(d)).convert(mode))
             n += 1
         el = time.perf_counter() - t0
         if el >= seconds:
-            return n / el
+            return n / (time.process_time() - c0), n / el
 
 
 def build_go(tmp, tags=""):
@@ -83,16 +90,31 @@ def build_go(tmp, tags=""):
 
 
 def bench_go(exe, case, seconds):
+    """Returns (images per CPU-second, images per second) of one case."""
     cmd = [exe, "-test.run", "^$", "-test.bench", "^BenchmarkDecodeAugment$/^" + case + "$", "-test.cpu", "1",
            "-test.benchtime", f"{seconds}s", "-test.count", "1"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd="dataset")
     for line in out.stdout.splitlines():
-        m = re.match(r"BenchmarkDecodeAugment/\S+\s+\d+\s+\d+ ns/op\s+([\d.]+) img/s", line)
-        if m:
-            return float(m.group(1))
+        if line.startswith("BenchmarkDecodeAugment/"):
+            cpu = re.search(r"([\d.]+) img/cpu-s", line)
+            wall = re.search(r"([\d.]+) img/s", line)
+            if cpu and wall:
+                return float(cpu.group(1)), float(wall.group(1))
     if "SKIP" in out.stdout or "no images" in out.stdout:
-        return float("nan")
+        return float("nan"), float("nan")
     sys.exit("go benchmark failed:\n" + out.stdout + out.stderr)
+
+
+def table(title, cols, cases, res, k):
+    print(title)
+    print(f"{'case':<18}" + "".join(f"{c:>17}" for c in cols))
+    for name in cases:
+        t = statistics.median(v[k] for v in res[name][cols[0]])
+        row = f"{name:<18}{t:>17.1f}"
+        for c in cols[1:]:
+            v = [x[k] for x in res[name][c]]
+            row += f"{'-':>17}" if not v else f"{statistics.median(v):>9.1f} ({statistics.median(v) / t:.2f}x)"
+        print(row)
 
 
 def main():
@@ -100,6 +122,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=2, help="per measurement")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     ap.add_argument("--images", default="/usr/share/darknet/data/*.jpg")
+    ap.add_argument("--wall", action="store_true", help="also print the wall-clock table")
+    ap.add_argument("--no-libjpeg", action="store_true", help="skip the -tags libjpeg build")
     args = ap.parse_args()
     torch.set_num_threads(1)
     dk = darknet_images(args.images)
@@ -113,28 +137,26 @@ def main():
     }
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, Pillow {Image.__version__}; "
           f"{len(dk)} darknet photos, {len(mn)} MNIST PNGs; {args.rounds} interleaved rounds of "
-          f"{args.seconds:g} s per side, median; 1 thread each", flush=True)
+          f"{args.seconds:g} s per column, median; 1 thread each; load average {os.getloadavg()[0]:.1f}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        pure, lj = build_go(tmp), build_go(tmp, "libjpeg")
-        cols = ["torchvision", "Go image/jpeg", "Go+libjpeg", "Go+libjpeg+DCT"]
+        builds = {"Go pure": build_go(tmp)}
+        if not args.no_libjpeg:
+            builds["Go+libjpeg"] = build_go(tmp, "libjpeg")
+        cols = ["torchvision"]
+        for b in builds:
+            cols += [b, b + "+DCT"]
         res = {c: {k: [] for k in cols} for c in cases}
         for r in range(args.rounds):
             for name, (d, tf, mode) in cases.items():
                 res[name]["torchvision"].append(bench_py(d, tf, mode, args.seconds))
-                res[name]["Go image/jpeg"].append(bench_go(pure, name, args.seconds))
-                res[name]["Go+libjpeg"].append(bench_go(lj, name, args.seconds))
-                if name.startswith("darknet"):
-                    res[name]["Go+libjpeg+DCT"].append(bench_go(lj, name + "-dct", args.seconds))
-            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-    print("img/s per core (ratio = ringtrain / torchvision)")
-    print(f"{'case':<18}" + "".join(f"{c:>17}" for c in cols))
-    for name in cases:
-        t = statistics.median(res[name]["torchvision"])
-        row = f"{name:<18}{t:>17.1f}"
-        for c in cols[1:]:
-            v = res[name][c]
-            row += f"{'-':>17}" if not v else f"{statistics.median(v):>9.1f} ({statistics.median(v) / t:.2f}x)"
-        print(row)
+                for b, exe in builds.items():
+                    res[name][b].append(bench_go(exe, name, args.seconds))
+                    if name.startswith("darknet"):
+                        res[name][b + "+DCT"].append(bench_go(exe, name + "-dct", args.seconds))
+            print(f"round {r + 1}/{args.rounds} done (load average {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+    table("img per CPU-second, one thread (ratio = ringtrain / torchvision)", cols, cases, res, 0)
+    if args.wall:
+        table("img per wall-clock second, one thread (ratio = ringtrain / torchvision)", cols, cases, res, 1)
 
 
 if __name__ == "__main__":
