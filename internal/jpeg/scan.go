@@ -2,7 +2,9 @@
 // Use of this source code is governed by a BSD-style
 // license that can be found in the LICENSE file.
 
-// Forked from image/jpeg (Go 1.26): makeImg and reconstructBlock scale.
+// Forked from image/jpeg (Go 1.26): makeImg and reconstructBlock scale;
+// reconstructBlock dequantizes in natural order and skips the IDCT of
+// DC-only blocks (same pixels); the AC loop moved to decodeAC (entropy.go).
 
 package jpeg
 
@@ -269,38 +271,9 @@ func (d *decoder) processSOS(n int) error {
 							d.eobRun--
 						} else {
 							// Decode the AC coefficients, as specified in section F.2.2.2.
-							huff := &d.huff[acTable][scan[i].ta]
-							for ; zig <= zigEnd; zig++ {
-								value, err := d.decodeHuffman(huff)
-								if err != nil {
+							if zig <= zigEnd {
+								if err := d.decodeAC(&b, &d.huff[acTable][scan[i].ta], zig, zigEnd, al); err != nil {
 									return err
-								}
-								val0 := value >> 4
-								val1 := value & 0x0f
-								if val1 != 0 {
-									zig += int32(val0)
-									if zig > zigEnd {
-										break
-									}
-									ac, err := d.receiveExtend(val1)
-									if err != nil {
-										return err
-									}
-									b[unzig[zig]] = ac << al
-								} else {
-									if val0 != 0x0f {
-										d.eobRun = uint16(1 << val0)
-										if val0 != 0 {
-											bits, err := d.decodeBits(int32(val0))
-											if err != nil {
-												return err
-											}
-											d.eobRun |= uint16(bits)
-										}
-										d.eobRun--
-										break
-									}
-									zig += 0x0f
 								}
 							}
 						}
@@ -520,28 +493,45 @@ func (d *decoder) reconstructBlock(b *block, bx, by, compIndex int) error {
 		idctMixed(b, &d.quantNat[d.comp[compIndex].tq], bw, bh, dst, stride)
 		return nil
 	}
-	qt := &d.quant[d.comp[compIndex].tq]
-	for zig := 0; zig < blockSize; zig++ {
-		b[unzig[zig]] *= qt[zig]
+	// Dequantize (in natural order: the same products as image/jpeg's
+	// zig-zag loop) and note whether any AC term is left.
+	qt := &d.quantNat[d.comp[compIndex].tq]
+	b[0] *= qt[0]
+	var ac int32
+	for i := 1; i < blockSize; i++ {
+		b[i] *= qt[i]
+		ac |= b[i]
+	}
+	if ac == 0 {
+		// What idct computes for a lone DC term, everywhere.
+		c := pixel8(((b[0]<<17 + 1<<19) >> 2) >> 18)
+		for y := range 8 {
+			row := dst[y*stride : y*stride+8 : y*stride+8]
+			for x := range row {
+				row[x] = c
+			}
+		}
+		return nil
 	}
 	idct(b)
 	// Level shift by +128, clip to [0, 255], and write to dst.
 	for y := 0; y < 8; y++ {
-		y8 := y * 8
-		yStride := y * stride
-		for x := 0; x < 8; x++ {
-			c := b[y8+x]
-			if c < -128 {
-				c = 0
-			} else if c > 127 {
-				c = 255
-			} else {
-				c += 128
-			}
-			dst[yStride+x] = uint8(c)
+		row := dst[y*stride : y*stride+8 : y*stride+8]
+		for x, c := range b[8*y : 8*y+8 : 8*y+8] {
+			row[x] = pixel8(c)
 		}
 	}
 	return nil
+}
+
+// pixel8 level-shifts an IDCT output by 128 and clips it to [0, 255], as
+// image/jpeg's reconstructBlock does.
+func pixel8(c int32) uint8 {
+	c += 128
+	if uint32(c) > 255 {
+		return uint8(^(c >> 31))
+	}
+	return uint8(c)
 }
 
 // findRST advances past the next RST restart marker that matches expectedRST.
