@@ -37,6 +37,46 @@ type Conv2D struct {
 	x            *tensor.Dense
 	chunkLimit   int      // floats per batched im2col matrix; 0 = chunkFloats
 	params       []*Param // Weight (and Bias), built once: Params is on the backward path
+	unf          unfold
+}
+
+// unfold runs im2col, or col2im, for the samples of one chunk and group over
+// the pool, split by (sample, channel). Channels are independent in both
+// directions, so a chunk of one sample still uses every thread. Its loop is
+// bound once, so running it allocates nothing.
+type unfold struct {
+	g        kernels.ConvGeom
+	img, col []float32 // the chunk's first sample (group offset applied); its first column
+	inSz     int       // floats per sample in img
+	ohw, ld  int       // columns per sample; row stride of col
+	fold     bool      // col2im into img (each plane cleared first) instead of im2col
+	run      func(lo, hi int)
+}
+
+func (u *unfold) do(s *State, g kernels.ConvGeom, samples int, img, col []float32, inSz, ld int, fold bool) {
+	u.g, u.img, u.col, u.inSz, u.ohw, u.ld, u.fold = g, img, col, inSz, g.OH*g.OW, ld, fold
+	if u.run == nil {
+		u.run = u.units
+	}
+	s.Pool.ParallelFor(samples*g.C, u.run)
+}
+
+func (u *unfold) units(lo, hi int) {
+	g := u.g
+	one := g
+	one.C = 1
+	plane, rows := g.H*g.W, g.KH*g.KW
+	for p := lo; p < hi; p++ {
+		i, c := p/g.C, p%g.C
+		img := u.img[i*u.inSz+c*plane:][:plane]
+		col := u.col[c*rows*u.ld+i*u.ohw:]
+		if u.fold {
+			clear(img)
+			kernels.Col2imLd(one, col, img, u.ld)
+		} else {
+			kernels.Im2colLd(one, img, col, u.ld)
+		}
+	}
 }
 
 var _ Module = (*Conv2D)(nil)
@@ -126,11 +166,20 @@ func (c *Conv2D) Build(b *Builder, in Shape) (Shape, error) {
 // on large ones.
 const chunkFloats = 4 << 20
 
+// perSampleOHW: feature maps of at least this many positions (28×28) get
+// one GEMM per sample, written straight into the NCHW output: wide enough
+// for an efficient GEMM, and it saves gathering dy and scattering y through
+// a batched matrix. Measured on ResNet-50 224 b4 (CPU time per step, on a
+// shared machine): 784 −5.5%, 196 −3%, 3136 −3% against batching always.
+const perSampleOHW = 784
+
 // chunk returns how many samples share one GEMM.
 func (c *Conv2D) chunk(n int) int {
 	limit := chunkFloats
 	if c.chunkLimit > 0 {
 		limit = c.chunkLimit
+	} else if c.geom.OH*c.geom.OW >= perSampleOHW {
+		return 1
 	}
 	per := c.geom.ColRows() * c.geom.ColCols()
 	return max(1, min(n, limit/max(per, 1)))
@@ -158,17 +207,13 @@ func (c *Conv2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 				src := xg
 				if !c.direct {
 					src = s.scratch(scratchCol, kg*ohw)
-					kernels.Im2col(g, xg, src)
+					c.unf.do(s, g, 1, xg, src, inSz, ohw, false)
 				}
 				s.Pool.Sgemm(false, false, og, ohw, kg, 1, wg, kg, src, ohw, 0, yg, ohw)
 				continue
 			}
 			col := s.scratch(scratchCol, kg*cols)
-			s.Pool.ParallelFor(cn, func(lo, hi int) {
-				for i := lo; i < hi; i++ {
-					kernels.Im2colLd(g, xd[(c0+i)*inSz+gi*gsz:], col[i*ohw:], cols)
-				}
-			})
+			c.unf.do(s, g, cn, xd[c0*inSz+gi*gsz:], col, inSz, cols, false)
 			tmp := s.scratch(scratchGemm, og*cols)
 			s.Pool.Sgemm(false, false, og, cols, kg, 1, wg, kg, col, cols, 0, tmp, cols)
 			s.Pool.ParallelFor(cn, func(lo, hi int) {
@@ -257,11 +302,7 @@ func (c *Conv2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense
 					col = xd[c0*inSz+gi*gsz:]
 				} else {
 					col = s.scratch(scratchCol, kg*cols)
-					s.Pool.ParallelFor(cn, func(lo, hi int) {
-						for i := lo; i < hi; i++ {
-							kernels.Im2colLd(g, xd[(c0+i)*inSz+gi*gsz:], col[i*ohw:], cols)
-						}
-					})
+					c.unf.do(s, g, cn, xd[c0*inSz+gi*gsz:], col, inSz, cols, false)
 				}
 				s.Pool.Sgemm(false, true, og, kg, cols, 1, dyg, ld, col, cols, 1, c.Weight.Grad[gi*og*kg:], kg)
 			}
@@ -274,13 +315,7 @@ func (c *Conv2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense
 			}
 			dcol := s.scratch(scratchCol, kg*cols)
 			s.Pool.Sgemm(true, false, kg, cols, og, 1, wg, kg, dyg, ld, 0, dcol, cols)
-			s.Pool.ParallelFor(cn, func(lo, hi int) {
-				for i := lo; i < hi; i++ {
-					dxg := dxd[(c0+i)*inSz+gi*gsz:][:gsz]
-					clear(dxg)
-					kernels.Col2imLd(g, dcol[i*ohw:], dxg, cols)
-				}
-			})
+			c.unf.do(s, g, cn, dxd[c0*inSz+gi*gsz:], dcol, inSz, cols, true)
 		}
 	}
 	s.gradDone(c.Weight, c.Bias)
