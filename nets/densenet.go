@@ -98,6 +98,36 @@ type denseLayer struct {
 	in, os      nn.Shape
 	bodyOut     nn.Shape
 	out, dx, db denseBuf
+	// The current call's slices and the per-sample loops over them, bound
+	// once so that a step allocates nothing.
+	yd, xd, bd, dyd, dxd, gd []float32
+	join, split, passDown    func(lo, hi int)
+}
+
+// joinSamples writes, per sample, x then the body's output into y.
+func (d *denseLayer) joinSamples(lo, hi int) {
+	as, bs := d.in.Size(), d.bodyOut.Size()
+	for i := lo; i < hi; i++ {
+		copy(d.yd[i*(as+bs):], d.xd[i*as:(i+1)*as])
+		copy(d.yd[i*(as+bs)+as:], d.bd[i*bs:(i+1)*bs])
+	}
+}
+
+// splitSamples copies, per sample, the body's part of dy into its gradient.
+func (d *denseLayer) splitSamples(lo, hi int) {
+	xs, bs := d.in.Size(), d.bodyOut.Size()
+	for i := lo; i < hi; i++ {
+		copy(d.bd[i*bs:(i+1)*bs], d.dyd[i*(xs+bs)+xs:(i+1)*(xs+bs)])
+	}
+}
+
+// passDownSamples adds, per sample, the pass-through part of dy to the
+// body's input gradient.
+func (d *denseLayer) passDownSamples(lo, hi int) {
+	xs, bs := d.in.Size(), d.bodyOut.Size()
+	for i := lo; i < hi; i++ {
+		kernels.Add(d.dxd[i*xs:(i+1)*xs], d.dyd[i*(xs+bs):i*(xs+bs)+xs], d.gd[i*xs:(i+1)*xs])
+	}
 }
 
 var _ nn.Module = (*denseLayer)(nil)
@@ -135,41 +165,30 @@ func (d *denseLayer) Forward(s *nn.State, x *tensor.Dense) *tensor.Dense {
 	bo := d.body.Forward(s, x)
 	n := x.Shape()[0]
 	y := d.out.get(n, d.os)
-	yd, xd, bd, as, bs := y.Float32s(), x.Float32s(), bo.Float32s(), d.in.Size(), d.bodyOut.Size()
-	s.Pool.ParallelFor(n, func(lo, hi int) { // one sample's copies per thread: the copies are most of this layer's own time
-		for i := lo; i < hi; i++ {
-			copy(yd[i*(as+bs):], xd[i*as:(i+1)*as])
-			copy(yd[i*(as+bs)+as:], bd[i*bs:(i+1)*bs])
-		}
-	})
+	d.yd, d.xd, d.bd = y.Float32s(), x.Float32s(), bo.Float32s()
+	if d.join == nil {
+		d.join, d.split, d.passDown = d.joinSamples, d.splitSamples, d.passDownSamples
+	}
+	s.Pool.ParallelFor(n, d.join) // the copies are most of this layer's own time
 	return y
 }
 
 func (d *denseLayer) Backward(s *nn.State, dy *tensor.Dense, needDx bool) *tensor.Dense {
 	n := dy.Shape()[0]
-	xs, bs := d.in.Size(), d.bodyOut.Size()
 	dyd := dy.Float32s()
 	var g *tensor.Dense
 	if needDx || trainable(d.body) {
 		dbody := d.db.get(n, d.bodyOut)
-		dbd := dbody.Float32s()
-		s.Pool.ParallelFor(n, func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				copy(dbd[i*bs:(i+1)*bs], dyd[i*(xs+bs)+xs:(i+1)*(xs+bs)])
-			}
-		})
+		d.bd, d.dyd = dbody.Float32s(), dyd
+		s.Pool.ParallelFor(n, d.split)
 		g = d.body.Backward(s, dbody, needDx)
 	}
 	if !needDx {
 		return nil
 	}
 	dx := d.dx.get(n, d.in)
-	dxd, gd := dx.Float32s(), g.Float32s()
-	s.Pool.ParallelFor(n, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			kernels.Add(dxd[i*xs:(i+1)*xs], dyd[i*(xs+bs):i*(xs+bs)+xs], gd[i*xs:(i+1)*xs])
-		}
-	})
+	d.dxd, d.dyd, d.gd = dx.Float32s(), dyd, g.Float32s()
+	s.Pool.ParallelFor(n, d.passDown)
 	return dx
 }
 

@@ -38,6 +38,58 @@ type Conv2D struct {
 	chunkLimit   int      // floats per batched im2col matrix; 0 = chunkFloats
 	params       []*Param // Weight (and Bias), built once: Params is on the backward path
 	unf          unfold
+	reg          regroup
+	bias         struct {
+		yd         []float32
+		outSz, ohw int
+		run        func(lo, hi int)
+	}
+}
+
+// addBias adds the bias to samples [lo, hi) of the output.
+func (c *Conv2D) addBias(lo, hi int) {
+	for i := lo; i < hi; i++ {
+		yi := c.bias.yd[i*c.bias.outSz:]
+		for o, b := range c.Bias.Data {
+			row := yi[o*c.bias.ohw : (o+1)*c.bias.ohw]
+			for j := range row {
+				row[j] += b
+			}
+		}
+	}
+}
+
+// regroup moves one chunk's group of channels between NCHW (sample-major)
+// and the batched GEMM layout [og, cn·OHW] (channel-major), one sample per
+// unit of work. Its loop is bound once, so running it allocates nothing.
+type regroup struct {
+	nchw, mat      []float32 // nchw at the chunk's first sample and the group's first channel
+	outSz, og, ohw int
+	toNCHW         bool
+	run            func(lo, hi int)
+}
+
+func (r *regroup) do(s *State, cn int, nchw, mat []float32, outSz, og, ohw int, toNCHW bool) {
+	r.nchw, r.mat, r.outSz, r.og, r.ohw, r.toNCHW = nchw, mat, outSz, og, ohw, toNCHW
+	if r.run == nil {
+		r.run = r.samples
+	}
+	s.Pool.ParallelFor(cn, r.run)
+}
+
+func (r *regroup) samples(lo, hi int) {
+	cols := len(r.mat) / r.og // cn·OHW: the batched matrix's row length
+	for i := lo; i < hi; i++ {
+		yi := r.nchw[i*r.outSz:]
+		for o := 0; o < r.og; o++ {
+			a, m := yi[o*r.ohw:(o+1)*r.ohw], r.mat[o*cols+i*r.ohw:][:r.ohw]
+			if r.toNCHW {
+				copy(a, m)
+			} else {
+				copy(m, a)
+			}
+		}
+	}
 }
 
 // unfold runs im2col, or col2im, for the samples of one chunk and group over
@@ -216,28 +268,15 @@ func (c *Conv2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 			c.unf.do(s, g, cn, xd[c0*inSz+gi*gsz:], col, inSz, cols, false)
 			tmp := s.scratch(scratchGemm, og*cols)
 			s.Pool.Sgemm(false, false, og, cols, kg, 1, wg, kg, col, cols, 0, tmp, cols)
-			s.Pool.ParallelFor(cn, func(lo, hi int) {
-				for i := lo; i < hi; i++ {
-					yi := yd[(c0+i)*outSz+gi*og*ohw:]
-					for o := 0; o < og; o++ {
-						copy(yi[o*ohw:(o+1)*ohw], tmp[o*cols+i*ohw:])
-					}
-				}
-			})
+			c.reg.do(s, cn, yd[c0*outSz+gi*og*ohw:], tmp, outSz, og, ohw, true)
 		}
 	}
 	if c.Bias != nil {
-		s.Pool.ParallelFor(n, func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				yi := yd[i*outSz:]
-				for o, b := range c.Bias.Data {
-					row := yi[o*ohw : (o+1)*ohw]
-					for j := range row {
-						row[j] += b
-					}
-				}
-			}
-		})
+		c.bias.yd, c.bias.outSz, c.bias.ohw = yd, outSz, ohw
+		if c.bias.run == nil {
+			c.bias.run = c.addBias
+		}
+		s.Pool.ParallelFor(n, c.bias.run)
 	}
 	return y
 }
@@ -286,14 +325,7 @@ func (c *Conv2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense
 			ld := ohw
 			if cn > 1 {
 				tmp := s.scratch(scratchGemm, og*cols)
-				s.Pool.ParallelFor(cn, func(lo, hi int) {
-					for i := lo; i < hi; i++ {
-						dyi := dyd[(c0+i)*outSz+gi*og*ohw:]
-						for o := 0; o < og; o++ {
-							copy(tmp[o*cols+i*ohw:][:ohw], dyi[o*ohw:(o+1)*ohw])
-						}
-					}
-				})
+				c.reg.do(s, cn, dyd[c0*outSz+gi*og*ohw:], tmp, outSz, og, ohw, false)
 				dyg, ld = tmp, cols
 			}
 			if wantW {
