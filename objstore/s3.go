@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -223,6 +225,9 @@ func CreateBucket(ctx context.Context, cfg S3Config, bucket string) (*S3, error)
 	return s, nil
 }
 
+// s3HeaderTimeout bounds the wait for a response's headers (see newS3).
+const s3HeaderTimeout = 15 * time.Second
+
 func newS3(cfg S3Config, bucket string) (*S3, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -238,7 +243,20 @@ func newS3(cfg S3Config, bucket string) (*S3, error) {
 		}
 		host, secure = u.Host, u.Scheme == "https"
 	}
-	opts := &minio.Options{Secure: secure, Region: cfg.Region}
+	tr, err := minio.DefaultTransport(secure)
+	if err != nil {
+		return nil, fmt.Errorf("s3 endpoint %q: %w", cfg.Endpoint, err)
+	}
+	// A worker cut off by a partition comes back with its old connections
+	// dead (its address may even have changed): with minio-go's defaults a
+	// request on one waits a minute for response headers, stalling training
+	// after every rejoin. Object GETs answer their headers in milliseconds
+	// and minio-go retries a timed-out request on a fresh connection, so
+	// wait 15 s, and probe idle connections every 5 s.
+	tr.ResponseHeaderTimeout = s3HeaderTimeout
+	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second,
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: 2 * time.Second, Count: 3}}).DialContext
+	opts := &minio.Options{Secure: secure, Region: cfg.Region, Transport: tr}
 	if cfg.AccessKey != "" {
 		opts.Creds = credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, cfg.SessionToken)
 	} else {
