@@ -25,6 +25,15 @@ import (
 // input, both logits and a few gradients, computed in float64), and the Go
 // model filled by the same names must reproduce them within 1e-3 relative
 // error, or 3× PyTorch's own float32 error where that is larger.
+//
+// Gradients are compared up to float32-ambiguous decisions: a ReLU input
+// within rounding of 0, or a max-pool window whose top two values are, may
+// be routed either way by any float32 implementation, and in train mode one
+// such element can move every gradient below it by 1e-3 or more (resnet18
+// at 224: a layer4.1 ReLU input of 4.7e-7 moves them by 1.8e-3). The
+// fixture lists those decisions with their effect on each gradient (alt<i>);
+// the test takes the set of them that explains Go's gradients best, says
+// which, and applies the same tolerance to what is left.
 
 // fnv1a32 and unitPattern mirror gen_nets.py's fnv1a32 and unit.
 func fnv1a32(s string) uint32 {
@@ -171,26 +180,36 @@ func checkNumerics(t *testing.T, f *fixture) {
 	pool := kernels.NewPool(2)
 	defer pool.Close()
 	in := tensor.New(tensor.WithShape(xs...), tensor.WithBacking(x))
-	check := func(what string, got []float32) {
+	// The reference is float64; PyTorch's float32 run has its own error
+	// (err32), large where train-mode BN over a tiny batch makes deep
+	// gradients ill-conditioned: allow 1e-3 or 3× PyTorch's own error.
+	tolerance := func(what string) (tol, err32 float64) {
+		err32, _ = strconv.ParseFloat(f.meta["err32."+what], 64)
+		return math.Max(numericsTol, 3*err32), err32
+	}
+	wantOf := func(what string) []float32 {
 		t.Helper()
 		want, ok := f.tensors[what]
 		if !ok {
 			t.Fatalf("fixture has no %s", what)
 		}
+		return want
+	}
+	checkWant := func(what string, got, want []float32, note string) {
+		t.Helper()
 		if len(got) != len(want) {
 			t.Fatalf("%s %s: %d values, PyTorch has %d", net, what, len(got), len(want))
 		}
-		// The reference is float64; PyTorch's float32 run has its own error
-		// (err32), large where train-mode BN over a tiny batch makes deep
-		// gradients ill-conditioned: allow 1e-3 or 3× PyTorch's own error.
-		tol := numericsTol
-		err32, _ := strconv.ParseFloat(f.meta["err32."+what], 64)
-		tol = math.Max(tol, 3*err32)
+		tol, err32 := tolerance(what)
 		if e := relErr(got, want); e > tol || math.IsNaN(e) {
-			t.Errorf("%s %s: relative error %.3g > %.3g (PyTorch float32: %.3g; got[0:3] %v, want %v)", net, what, e, tol, err32, got[:min(3, len(got))], want[:min(3, len(want))])
+			t.Errorf("%s %s: relative error %.3g > %.3g%s (PyTorch float32: %.3g; got[0:3] %v, want %v)", net, what, e, tol, note, err32, got[:min(3, len(got))], want[:min(3, len(want))])
 		} else {
-			t.Logf("%s %s: relative error %.2g (PyTorch float32: %.2g)", net, what, e, err32)
+			t.Logf("%s %s: relative error %.2g%s (PyTorch float32: %.2g)", net, what, e, note, err32)
 		}
+	}
+	check := func(what string, got []float32) {
+		t.Helper()
+		checkWant(what, got, wantOf(what), "")
 	}
 
 	y, err := m.Forward(&nn.State{Pool: pool}, in)
@@ -254,6 +273,7 @@ func checkNumerics(t *testing.T, f *fixture) {
 	if len(names) < 2 {
 		t.Errorf("fixture has only %d gradient/statistics tensors", len(names))
 	}
+	got := map[string][]float32{}
 	for _, k := range names {
 		name, isGrad := strings.CutPrefix(k, "grad.")
 		if !isGrad {
@@ -265,11 +285,138 @@ func checkNumerics(t *testing.T, f *fixture) {
 			continue
 		}
 		if isGrad {
-			check(k, p.Grad)
+			got[k] = p.Grad
 		} else {
-			check(k, p.Data)
+			got[k] = p.Data
+		}
+		if len(got[k]) != len(wantOf(k)) {
+			t.Fatalf("%s %s: %d values, PyTorch has %d", net, k, len(got[k]), len(wantOf(k)))
 		}
 	}
+	want, taken := explainAmbiguous(f, got, tolerance)
+	note := ""
+	if len(taken) > 0 {
+		note = fmt.Sprintf(" with %d float32-ambiguous decision(s) taken the other way", len(taken))
+		for _, i := range taken {
+			t.Logf("%s: taken the other way: %s", net, f.meta["alt"+strconv.Itoa(i)])
+		}
+	}
+	for _, k := range names {
+		if g, ok := got[k]; ok {
+			if w, ok := want[k]; ok {
+				t.Logf("%s %s: relative error %.2g against the float64 reference as written", net, k, relErr(g, wantOf(k)))
+				checkWant(k, g, w, note)
+			} else {
+				check(k, g)
+			}
+		}
+	}
+}
+
+// explainAmbiguous picks, from the fixture's alternatives (alt<i>.<key>:
+// the change of gradient <key> when float32-ambiguous decision i goes the
+// other way), the set that brings got closest to the reference: it
+// minimises Σ_key (relErr/tol)² by single toggles, largest gain first,
+// until none helps (each alternative moves the gradients by far more than
+// float32 noise, so the set is well determined). It returns the reference
+// with those changes applied, for the keys they touch, and the set.
+func explainAmbiguous(f *fixture, got map[string][]float32, tolerance func(string) (float64, float64)) (map[string][]float32, []int) {
+	n, _ := strconv.Atoi(f.meta["alts"])
+	if n == 0 {
+		return nil, nil
+	}
+	type term struct {
+		w     float64   // 1/(‖want‖·tol)²
+		r     []float64 // got − want − Σ taken Δ
+		delta [][]float64
+	}
+	var keys []string // sorted: the sums, and so the choice, do not depend on map order
+	for k := range got {
+		if strings.HasPrefix(k, "grad.") {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	terms := make([]*term, len(keys))
+	for ti, k := range keys {
+		g := got[k]
+		want := f.tensors[k]
+		tr := &term{r: make([]float64, len(g)), delta: make([][]float64, n)}
+		var ww float64
+		for i, v := range want {
+			ww += float64(v) * float64(v)
+			tr.r[i] = float64(g[i]) - float64(v)
+		}
+		tol, _ := tolerance(k)
+		tr.w = 1 / (max(ww, 1e-300) * tol * tol)
+		for i := range n {
+			if d, ok := f.tensors["alt"+strconv.Itoa(i)+"."+k]; ok && len(d) == len(g) {
+				tr.delta[i] = make([]float64, len(d))
+				for j, v := range d {
+					tr.delta[i][j] = float64(v)
+				}
+			}
+		}
+		terms[ti] = tr
+	}
+	taken := make([]bool, n)
+	for range 4 * n { // each toggle lowers the objective, so this never binds
+		best, gain := -1, 0.0
+		for i := range n {
+			sign := 1.0 // taking i subtracts Δ_i from the residual; dropping it adds it back
+			if taken[i] {
+				sign = -1
+			}
+			var g float64 // objective decrease
+			for _, tr := range terms {
+				d := tr.delta[i]
+				if d == nil {
+					continue
+				}
+				var rd, dd float64
+				for j, v := range d {
+					rd += tr.r[j] * v
+					dd += v * v
+				}
+				g += tr.w * (2*sign*rd - dd)
+			}
+			if g > gain {
+				best, gain = i, g
+			}
+		}
+		if best < 0 {
+			break
+		}
+		sign := 1.0
+		if taken[best] {
+			sign = -1
+		}
+		taken[best] = !taken[best]
+		for _, tr := range terms {
+			for j, v := range tr.delta[best] {
+				tr.r[j] -= sign * v
+			}
+		}
+	}
+	var set []int
+	for i, ok := range taken {
+		if ok {
+			set = append(set, i)
+		}
+	}
+	if len(set) == 0 {
+		return nil, nil
+	}
+	want := map[string][]float32{}
+	for ti, tr := range terms {
+		k := keys[ti]
+		w := make([]float32, len(tr.r))
+		for j, v := range got[k] {
+			w[j] = float32(float64(v) - tr.r[j])
+		}
+		want[k] = w
+	}
+	return want, set
 }
 
 // TestNumericsFixtures checks the committed fixtures (no PyTorch needed).
@@ -299,8 +446,13 @@ func TestNumericsFixtures(t *testing.T) {
 // own float32 run is off float64 by up to 30% on some tensors.
 //
 // exhaustive cases (RINGTRAIN_EXHAUSTIVE=1) repeat what a slow case already
-// covers with another depth (the VGG family: minutes each) or are known
-// open deviations; CI's slow run leaves them out to stay inside its budget.
+// covers with another depth (the VGG family: minutes each); CI's slow run
+// leaves them out to stay inside its budget. resnet18@224 and
+// densenet201@128 were kept there as open deviations (1.8e-3 and 1.2–1.4%
+// off float64) until the comparison learnt float32-ambiguous decisions
+// (top of this file): with the ReLU/max-pool decisions Go routed the other
+// way (3 and 15 of them) they are 3e-6 and 0.9–3.2e-3 off, PyTorch's own
+// float32 run 1.1e-4 and 3.5–6.1e-3.
 var numericsCases = []struct {
 	net        string
 	input      int
@@ -325,9 +477,9 @@ var numericsCases = []struct {
 	{"resnet101", 128, true, false},
 	{"resnet152", 128, true, false},
 	{"densenet169", 64, true, false},
-	{"densenet201", 128, true, true}, // open: two deepest gradients 1.2–1.3% off float64, 3.3–4.4× PyTorch's own float32 error: fails the 3× rule
+	{"densenet201", 128, true, false},
 	{"alexnet", 224, true, false},
-	{"resnet18", 224, true, true}, // open: conv1/bn1/downsample gradients 1.8e-3 off float64 (PyTorch's own 1.2e-4), same class as densenet201
+	{"resnet18", 224, true, false},
 }
 
 const python = "/usr/bin/python3"
@@ -366,5 +518,76 @@ func TestNumericsTorch(t *testing.T) {
 			checkNumerics(t, f)
 			os.Remove(out)
 		})
+	}
+}
+
+// TestExplainAmbiguous: the alternatives taken are the ones in got, and the
+// reference they give is want plus their changes.
+func TestExplainAmbiguous(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	vec := func(n int, scale float64) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(scale * rng.NormFloat64())
+		}
+		return v
+	}
+	want := map[string][]float32{"grad.a": vec(50, 1), "grad.b": vec(20, 1)}
+	alts := []map[string][]float32{
+		{"grad.a": vec(50, 0.01), "grad.b": vec(20, 0.01)},
+		{"grad.a": vec(50, 0.003)},
+		{"grad.b": vec(20, 0.02)},
+	}
+	f := &fixture{meta: map[string]string{"alts": strconv.Itoa(len(alts))}, tensors: map[string][]float32{}}
+	for k, v := range want {
+		f.tensors[k] = v
+	}
+	for i, a := range alts {
+		for k, v := range a {
+			f.tensors["alt"+strconv.Itoa(i)+"."+k] = v
+		}
+	}
+	tol := func(string) (float64, float64) { return numericsTol, 0 }
+	for _, tc := range []struct {
+		name  string
+		taken []int
+	}{
+		{"none", nil},
+		{"one", []int{1}},
+		{"two", []int{0, 2}},
+		{"all", []int{0, 1, 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := map[string][]float32{}
+			for k, w := range want {
+				g := vec(len(w), 1e-6) // float32-sized noise
+				for i := range g {
+					g[i] += w[i]
+					for _, a := range tc.taken {
+						if d, ok := alts[a][k]; ok {
+							g[i] += d[i]
+						}
+					}
+				}
+				got[k] = g
+			}
+			ref, taken := explainAmbiguous(f, got, tol)
+			if fmt.Sprint(taken) != fmt.Sprint(tc.taken) {
+				t.Fatalf("taken %v, want %v", taken, tc.taken)
+			}
+			for k, g := range got {
+				w := want[k]
+				if ref != nil {
+					w = ref[k]
+				}
+				if e := relErr(g, w); e > 1e-5 {
+					t.Errorf("%s: %.3g off the explained reference", k, e)
+				}
+			}
+		})
+	}
+	f.meta["alts"] = "0"
+	if ref, taken := explainAmbiguous(f, want, tol); ref != nil || taken != nil {
+		t.Errorf("no alternatives: got %v %v", ref, taken)
 	}
 }

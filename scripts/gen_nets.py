@@ -17,6 +17,9 @@ Run with Debian's /usr/bin/python3 (python3-torch 1.13, python3-torchvision 0.14
       after.<bn>.running_mean/var (a BN's running stats after the train step),
       all computed in float64; __metadata__ holds PyTorch's own float32
       relative error per tensor (err32.<key>), the loss and the peak RSS.
+      alt<i>.grad.<name>: how the gradients change when one ReLU or max-pool
+      decision that float32 rounding can take either way goes the other way
+      (see ambiguous below); metadata alts (count) and alt<i> (which one).
 
   gen_nets.py peakmem --net resnet50 --input 224 --batch 8
       Forward+backward once (train mode) and print the peak RSS in MiB.
@@ -24,13 +27,16 @@ Run with Debian's /usr/bin/python3 (python3-torch 1.13, python3-torchvision 0.14
 import argparse
 import copy
 import json
+import math
 import resource
 import struct
 import sys
+import time
 
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision.models as tvm
 
 
@@ -199,9 +205,42 @@ def save_safetensors(path, tensors, meta):
             fh.write(b)
 
 
-def run_case(m, x, labels, max_grad):
+class Decisions:
+    """While recording, every F.relu and F.max_pool2d call (nn.ReLU and
+    nn.MaxPool2d go through them) of the forward pass is kept as a site:
+    (kind, input, output, pooling arguments). ReLUs run out of place so that
+    the inputs stay intact for autograd.grad; the values are the same. keep:
+    run_case keeps the graph and the outputs' gradients for ambiguous()."""
+
+    def __init__(self, keep=False):
+        self.sites, self.recording, self.keep = [], False, keep
+        self._relu, self._max_pool2d = F.relu, F.max_pool2d
+
+    def __enter__(self):
+        def relu(x, inplace=False):
+            if not self.recording:
+                return self._relu(x, inplace=inplace)
+            y = self._relu(x)
+            self.sites.append(("relu", x, y, None))
+            return y
+
+        def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+            y = self._max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode, return_indices=return_indices)
+            if self.recording:
+                self.sites.append(("maxpool", x, y[0] if return_indices else y, (kernel_size, stride, padding, dilation, ceil_mode)))
+            return y
+
+        F.relu, F.max_pool2d = relu, max_pool2d
+        return self
+
+    def __exit__(self, *exc):
+        F.relu, F.max_pool2d = self._relu, self._max_pool2d
+
+
+def run_case(m, x, labels, max_grad, rec=None):
     """Eval logits, then train-mode (dropout off) logits, loss, gradients and
-    BN running statistics of m on x."""
+    BN running statistics of m on x. With rec (Decisions), the train-mode
+    forward is recorded."""
     out = {}
     m.eval()
     with torch.no_grad():
@@ -210,7 +249,15 @@ def run_case(m, x, labels, max_grad):
         if isinstance(mod, nn.Dropout):
             mod.p = 0.0
     m.train()
+    if rec:
+        rec.recording = True
     logits = m(x)
+    keep = rec is not None and rec.keep
+    if rec:
+        rec.recording = False
+        for _, _, y, _ in rec.sites if keep else ():
+            if y.requires_grad:
+                y.retain_grad()
     aux = []
     if not torch.is_tensor(logits):
         # GoogLeNet with aux_logits. torchvision 0.14's _forward returns
@@ -222,7 +269,7 @@ def run_case(m, x, labels, max_grad):
     for name, a in aux:  # torchvision's reference training weights aux losses 0.3
         loss = loss + 0.3 * nn.functional.cross_entropy(a, labels)
         out[name + "_train"] = a.detach().double().numpy()
-    loss.backward()
+    loss.backward(retain_graph=keep)
     out["logits_train"] = logits.detach().double().numpy()
     named = [(k, p) for k, p in m.named_parameters()]
     # Gradients of a few weights small enough to commit (not the big FCs).
@@ -243,6 +290,162 @@ def run_case(m, x, labels, max_grad):
         out[f"after.{b}.running_mean"] = sd[b + ".running_mean"].double().numpy()
         out[f"after.{b}.running_var"] = sd[b + ".running_var"].double().numpy()
     return out, loss.item()
+
+
+def pool_windows(x, args):
+    """Max-pool windows of x [N, C, H, W] as values [N, C, K, L] (padding is
+    -inf) and the flat H·W index of each window element [K, L] (-1: padding),
+    for windows L in PyTorch's output order (ceil_mode included)."""
+    def pair(v):
+        return (v, v) if isinstance(v, int) else tuple(v)
+    kernel, stride, padding, dilation, ceil = args
+    k, p, d = pair(kernel), pair(padding), pair(dilation)
+    s = pair(stride) if stride not in (None, []) else k
+    n, c, h, w = x.shape
+
+    def outsize(size, k, s, p, d):
+        o = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil else 0)) // s + 1
+        if ceil and (o - 1) * s >= size + p:
+            o -= 1
+        return o
+    oh, ow = outsize(h, k[0], s[0], p[0], d[0]), outsize(w, k[1], s[1], p[1], d[1])
+    hp, wp = (oh - 1) * s[0] + d[0] * (k[0] - 1) + 1, (ow - 1) * s[1] + d[1] * (k[1] - 1) + 1
+    hh, ww = min(h, hp - p[0]), min(w, wp - p[1])
+    padded = torch.full((n * c, 1, hp, wp), float("-inf"), dtype=x.dtype)
+    padded[:, 0, p[0]:p[0] + hh, p[1]:p[1] + ww] = x.reshape(n * c, h, w)[:, :hh, :ww]
+    index = torch.full((1, 1, hp, wp), -1.0, dtype=torch.float64)
+    index[0, 0, p[0]:p[0] + hh, p[1]:p[1] + ww] = torch.arange(h * w, dtype=torch.float64).view(h, w)[:hh, :ww]
+    vals = F.unfold(padded, k, dilation=d, stride=s).view(n, c, k[0] * k[1], oh * ow)
+    idx = F.unfold(index, k, dilation=d, stride=s).view(k[0] * k[1], oh * ow).long()
+    return vals, idx
+
+
+def ambiguous(sites64, sites32, params, ref, c, floor, limit, probes=8):
+    """Decisions of the train-mode forward that float32 rounding can take
+    either way, and what each does to the gradients.
+
+    ReLU and max pooling are continuous, but their derivatives jump: a ReLU
+    input within rounding of 0, or a pooling window whose two largest values
+    are within rounding of each other, is routed one way in float64 and may
+    go the other way in any float32 run. With train-mode BN over a small
+    batch, the gradients below such a point are so ill-conditioned that one
+    element routed the other way moves them by 1e-3 and more (resnet18 at
+    224: one ReLU input of layer4.1 at 4.7e-7 moves every gradient below it
+    by 1.8e-3). Which way a float32 implementation goes is rounding, not a
+    bug, so the Go test may take any of these alternatives.
+
+    Candidates: |ReLU input| < c·σ, or a pooling window's top two values
+    closer than c·σ·√2, σ the rms error of PyTorch's float32 run at that
+    site (over the nonzero inputs for pooling). A candidate moves gradient
+    at the site's input: ReLU ±dy at the element, pooling dy from the
+    windows' argmax to their runner-up (one decision per compared pair).
+    Its effect on the written gradients is the backward of that, through
+    the float32 graph sites32 keeps. Deep nets have thousands of candidates
+    and a backward each is too slow, so they are ranked first by their
+    expected squared effect: E‖J·inj‖² from random probes of the transposed
+    backward (double backward, all sites at once), times the chance of a
+    flip, erfc(ρ/2√2) for an input ρσ from its threshold (a float32 error
+    twice PyTorch's). The top limit get an exact backward; those with an
+    effect above floor relative to some written gradient are returned,
+    largest first: [(description, {key: Δ})].
+    """
+    keys = [k for k in ref if k.startswith("grad.")]
+    plist = [params[k[len("grad."):]] for k in keys]
+    cands = []  # (site, flat indices, values, ρ, description)
+    for i, ((kind, x64, _, args), (_, x32, y32, _)) in enumerate(zip(sites64, sites32)):
+        dy = y32.grad
+        if dy is None or not x32.requires_grad:
+            continue
+        v64, v32 = x64.detach(), x32.detach().double()
+        if kind == "relu":
+            sigma = float((v32 - v64).pow(2).mean().sqrt())
+            flat, dflat = v64.reshape(-1), dy.reshape(-1)
+            for e in ((flat.abs() < c * sigma) & (dflat != 0)).nonzero().flatten().tolist():
+                v = float(flat[e])
+                val = dflat[e] if v <= 0 else -dflat[e]
+                pos = list(np.unravel_index(e, tuple(v64.shape)))
+                cands.append((i, [e], [float(val)], abs(v) / sigma,
+                              f"relu {i} at {[int(q) for q in pos]}: input {v:.3g}, float32 rms error {sigma:.2g}"))
+            continue
+        nz = v64 != 0
+        if not nz.any():
+            continue
+        sigma = float((v32 - v64)[nz].pow(2).mean().sqrt())
+        vals, idx = pool_windows(v64, args)
+        top = vals.topk(2, dim=2)
+        kernel, stride, padding, dilation, ceil = args
+        assert torch.equal(top.values[:, :, 0], F.max_pool2d(v64, kernel, stride, padding, dilation, ceil_mode=ceil).flatten(2)), \
+            f"pool_windows disagrees with max_pool2d{args} at site {i}"
+        gap = top.values[:, :, 0] - top.values[:, :, 1]
+        n, ch = v64.shape[:2]
+        plane = v64.shape[2] * v64.shape[3]
+        dyw = dy.reshape(n, ch, -1)
+        # One decision per compared pair: every window whose top two are a
+        # and b moves its gradient from a to b together (overlapping windows
+        # share pairs, and their gradients may nearly cancel).
+        pairs = {}
+        for b, cc, w in ((gap > 0) & (gap < c * sigma * 2 ** 0.5) & (dyw != 0)).nonzero().tolist():
+            ia, ib = int(idx[top.indices[b, cc, 0, w], w]), int(idx[top.indices[b, cc, 1, w], w])
+            if ib >= 0:
+                pairs.setdefault((b, cc, ia, ib), []).append(w)
+        for (b, cc, ia, ib), ws in pairs.items():
+            g = float(sum(dyw[b, cc, w] for w in ws))
+            base = (b * ch + cc) * plane
+            rho = float(gap[b, cc, ws[0]]) / (sigma * 2 ** 0.5)
+            cands.append((i, [base + ia, base + ib], [-g, g], rho,
+                          f"maxpool {i} [{b},{cc}] windows {ws}: {ia} over {ib} by {float(gap[b, cc, ws[0]]):.3g}, float32 rms error {sigma:.2g}"))
+    if not cands:
+        return []
+    site_ids = sorted({cd[0] for cd in cands})
+    xs = [sites32[i][1] for i in site_ids]
+    if len(cands) > limit:
+        # Ranking: G = J·u over every site's input-gradient u; then for a
+        # probe z (one per written gradient, scaled by 1/‖ref‖), Jᵀz = ∂⟨G, z⟩/∂u.
+        us = [torch.zeros_like(x, requires_grad=True) for x in xs]
+        G = torch.autograd.grad(xs, plist, grad_outputs=us, create_graph=True, allow_unused=True)
+        live = [(g, float(np.linalg.norm(ref[k].ravel()))) for g, k in zip(G, keys) if g is not None and g.requires_grad]
+        gen = torch.Generator().manual_seed(1)
+        groups = []  # per site: candidate numbers, [m, 2] indices and values
+        for sid in site_ids:
+            js = [j for j, cd in enumerate(cands) if cd[0] == sid]
+            ix = torch.tensor([(cands[j][1] * 2)[:2] for j in js])
+            vs = torch.tensor([(cands[j][2] + [0.0])[:2] for j in js], dtype=torch.float64)
+            groups.append((torch.tensor(js), ix, vs))
+        score = torch.zeros(len(cands), dtype=torch.float64)
+        for _ in range(probes):
+            zs = [torch.randn(g.shape, generator=gen, dtype=g.dtype) / max(nrm, 1e-300) for g, nrm in live]
+            H = torch.autograd.grad([g for g, _ in live], us, grad_outputs=zs, retain_graph=True, allow_unused=True)
+            for h, (js, ix, vs) in zip(H, groups):
+                if h is not None:
+                    score[js] += (h.reshape(-1).double()[ix] * vs).sum(1) ** 2
+        del G, us, live
+        score = score.numpy()
+        prio = [score[j] / probes * math.erfc(cd[3] / (2 * 2 ** 0.5)) for j, cd in enumerate(cands)]
+        order = sorted(range(len(cands)), key=lambda j: -prio[j])[:limit]
+    else:
+        order = list(range(len(cands)))
+    out = []
+    for j in order:
+        sid, ix, vs, _, desc = cands[j]
+        x32 = sites32[sid][1]
+        inj = torch.zeros(x32.numel(), dtype=x32.dtype)
+        for q, v in zip(ix, vs):
+            inj[q] += v
+        grads = torch.autograd.grad([x32], plist, grad_outputs=[inj.view_as(x32)], retain_graph=True, allow_unused=True)
+        delta, worst = {}, 0.0
+        for k, g in zip(keys, grads):
+            if g is None:
+                continue
+            g = g.double().numpy()
+            e = np.linalg.norm(g.ravel()) / max(np.linalg.norm(ref[k].ravel()), 1e-300)
+            worst = max(worst, e)
+            if e > floor / 100:
+                delta[k] = g.astype(np.float32)
+        if worst > floor:
+            out.append((worst, desc, delta))
+    out.sort(key=lambda t: -t[0])
+    print(f"  {len(cands)} float32-ambiguous decisions, {len(order)} evaluated, {len(out)} with an effect above {floor:g}", file=sys.stderr)
+    return [(f"{desc}; effect up to {worst:.2g}", delta) for worst, desc, delta in out]
 
 
 def rel_err(got, want):
@@ -274,9 +477,17 @@ def cmd_numerics(args):
     m64 = copy.deepcopy(m).double()
     x = torch.randn(args.batch, chans, args.input, args.input)
     labels = torch.arange(args.batch) % args.classes
-    ref, loss = run_case(m64, x.double(), labels, args.max_grad)
-    del m64
-    got32, loss32 = run_case(m, x, labels, args.max_grad)
+    with Decisions() as rec64:
+        ref, loss = run_case(m64, x.double(), labels, args.max_grad, rec64)
+    sites64 = [(k, xx.detach(), None, a) for k, xx, _, a in rec64.sites]
+    del m64, rec64
+    with Decisions(keep=True) as rec32:
+        got32, loss32 = run_case(m, x, labels, args.max_grad, rec32)
+    alts, t0 = [], time.time()
+    if args.ambiguity > 0:
+        alts = ambiguous(sites64, rec32.sites, dict(m.named_parameters()), ref, args.ambiguity, args.alt_floor, args.alt_limit)
+    del rec32, sites64
+    t_alts = time.time() - t0
     out = {"input": x.numpy(), "labels": labels.float().numpy()}
     out.update(ref)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -285,9 +496,15 @@ def cmd_numerics(args):
             "torch": torch.__version__, "peak_rss_mib": f"{peak:.0f}"}
     for k, v in ref.items():
         meta["err32." + k] = f"{rel_err(got32[k], v):.3e}"
+    meta["alts"] = str(len(alts))
+    for i, (desc, delta) in enumerate(alts):
+        meta[f"alt{i}"] = desc
+        for k, d in delta.items():
+            out[f"alt{i}.{k}"] = d
     save_safetensors(args.out, out, meta)
     worst = max(float(meta["err32." + k]) for k in ref)
-    print(f"{args.net} input {args.input}: loss {loss:.6f}, {len(out)} tensors, torch float32 worst rel err {worst:.2e} -> {args.out}", file=sys.stderr)
+    print(f"{args.net} input {args.input}: loss {loss:.6f}, {len(out)} tensors, torch float32 worst rel err {worst:.2e}, "
+          f"{len(alts)} alternatives ({t_alts:.0f} s) -> {args.out}", file=sys.stderr)
 
 
 def cmd_peakmem(args):
@@ -318,6 +535,10 @@ def main():
     n.add_argument("--seed", type=int, default=0)
     n.add_argument("--threads", type=int, default=1)
     n.add_argument("--max-grad", type=int, default=300_000, help="largest weight whose gradient is written")
+    n.add_argument("--ambiguity", type=float, default=8,
+                   help="ReLU/max-pool decisions within this many float32 rms errors are alternatives (0: none)")
+    n.add_argument("--alt-floor", type=float, default=1e-5, help="smallest relative gradient change an alternative must make")
+    n.add_argument("--alt-limit", type=int, default=64, help="most alternatives evaluated and written")
     n.add_argument("--out", required=True)
     p = sub.add_parser("peakmem")
     p.add_argument("--net", default="resnet50")
