@@ -280,7 +280,8 @@ if [ -n "$rejoin" ]; then
 	# 60 s response-header timeout on keep-alive connections to S3 that died
 	# with its old address, and the ring waits for it (README, Local cluster).
 	python3 -c "import sys; sys.exit(0 if $resumed <= 20 else 1)" ||
-		log "   slow: the job stood still for most of the ${resumed}s after the reconnect (a rejoin should cost seconds)"
+		log "   slow: the job stood still for most of the ${resumed}s after the reconnect (a rejoin should cost seconds); $part_id since the reconnect:
+$(docker logs --since "${r_at%.*}" "$part" 2>&1 | grep -v 'level=DEBUG' | cut -c1-400 | head -20)"
 fi
 
 # 3. docker kill a worker mid-run.
@@ -299,6 +300,7 @@ kill_recovery=$(since "$t1")
 log "3. killed worker ${victim:0:12} at step $k_step: new ring generation after ${g_s}s, next completed step after ${kill_recovery}s"
 
 # The reconnected worker, if it was not back before the kill.
+late=$([ -n "$rejoin" ] || echo 1)
 while [ -z "$rejoin" ] && ! rejoined; do
 	if python3 -c "import sys,time; sys.exit(0 if time.time()-$r_at > $REJOIN_S else 1)"; then
 		rejoin="neither rejoined nor exited within ${REJOIN_S}s"
@@ -308,7 +310,7 @@ $(docker logs "$part" 2>&1 | tail -3)"
 	fi
 	sleep 0.5
 done
-[[ "$rejoin" == neither* ]] || log "   the reconnected worker $rejoin"
+[ -z "$late" ] || [[ "$rejoin" == neither* ]] || log "   the reconnected worker $rejoin"
 
 # The run finishes.
 cw done >/dev/null
