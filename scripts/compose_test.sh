@@ -81,6 +81,10 @@ soft_fail() { # a failed check after which the others still run
 	failures+=("$*")
 }
 dc() { $COMPOSE -p "$P" -f "$dir/docker-compose.yml" -f "$dir/docker-compose.offline.yml" -f "$dir/docker-compose.test.yml" "$@"; }
+# docker-compose 1.x gives up on a Docker API call after 60 s, and removing
+# the data volume (70000 small files) takes longer than that on a loaded
+# machine: `down -v` then fails half-way although the engine finishes.
+export COMPOSE_HTTP_TIMEOUT=${COMPOSE_HTTP_TIMEOUT:-600}
 cleanup() {
 	local rc=$?
 	if [ "$rc" -ne 0 ]; then
@@ -389,7 +393,7 @@ log "from the logs: new ring ${ring_after_kill}s after the worker was killed; $s
 
 # Teardown leaves nothing behind.
 td=$(date +%s)
-dc down -v --remove-orphans >/dev/null 2>&1
+dc down -v --remove-orphans >"$tmp/down.log" 2>&1 || fail "down -v after $(($(date +%s) - td))s: $(tail -5 "$tmp/down.log")"
 left="$(docker ps -aq --filter "label=com.docker.compose.project=$P")$(docker network ls -q --filter "label=com.docker.compose.project=$P")$(docker volume ls -q --filter "label=com.docker.compose.project=$P")"
 [ -z "$left" ] || fail "left behind after down -v: $left"
 log "down -v in $(($(date +%s) - td))s: no containers, networks or volumes left"
