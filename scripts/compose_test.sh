@@ -146,6 +146,9 @@ exited() { [ "$(docker inspect -f '{{.State.Running}}' "$1")" = false ]; }
 ring_size_is() { [ "$(state | field ring | wc -w)" = "$1" ]; }
 
 log "using $COMPOSE ($($COMPOSE version --short 2>/dev/null || $COMPOSE version | head -1)), project $P, job $JOB: $EPOCHS epoch(s), global batch $BATCH"
+# The offline binaries first: the offline override's build contexts are
+# folders build.sh creates, and compose config checks that they exist.
+"$dir/offline/build.sh"
 # Every file combination in use parses: what users run with public images,
 # the offline override, and this test's override.
 for files in "docker-compose.yml" "docker-compose.yml docker-compose.offline.yml" \
@@ -155,7 +158,6 @@ for files in "docker-compose.yml" "docker-compose.yml docker-compose.offline.yml
 	out=$($COMPOSE "${args[@]}" config -q 2>&1) || fail "$COMPOSE config of $files: $out"
 done
 log "compose config: the plain file, + offline, + offline + test are valid"
-"$dir/offline/build.sh"
 log "building images"
 dc build >"$tmp/build.log" 2>&1 || { tail -30 "$tmp/build.log" >&2; fail "compose build"; }
 tb=$(date +%s)
