@@ -23,9 +23,9 @@
 # (0.95), RINGTRAIN_COMPOSE_EVICT_S (6: how long after the cut the worker's
 # membership may take to expire: its 2 s lease, etcd's 0.5 s expiry sweep,
 # polling), RINGTRAIN_COMPOSE_REJOIN_S (180: how long a reconnected worker may
-# take to rejoin or exit), RINGTRAIN_COMPOSE_RESUME_S (120: how long after the
+# take to rejoin or exit), RINGTRAIN_COMPOSE_RESUME_S (60: how long after the
 # reconnect the job may take to complete 5 more steps once the worker is
-# back; now ~60-80 s, see "slow" below), RINGTRAIN_COMPOSE_IMPORT_LIMIT (0 = all 70000
+# back; measured 6-24 s), RINGTRAIN_COMPOSE_IMPORT_LIMIT (0 = all 70000
 # images; a limit trains on fewer samples and misses the accuracy bar),
 # RINGTRAIN_BUILD_FROM=HEAD (build ringtrain from the last commit, see
 # offline/build.sh), RINGTRAIN_COMPOSE_KEEP=1 keeps the cluster up on failure.
@@ -53,7 +53,7 @@ fi
 MIN_ACC=${RINGTRAIN_COMPOSE_MIN_ACC:-0.95}
 EVICT_S=${RINGTRAIN_COMPOSE_EVICT_S:-6}
 REJOIN_S=${RINGTRAIN_COMPOSE_REJOIN_S:-180}
-RESUME_S=${RINGTRAIN_COMPOSE_RESUME_S:-120}
+RESUME_S=${RINGTRAIN_COMPOSE_RESUME_S:-60}
 export RINGTRAIN_COMPOSE_IMPORT_LIMIT=${RINGTRAIN_COMPOSE_IMPORT_LIMIT:-0}
 JOB=mnist
 P="rtct$$"
@@ -282,10 +282,11 @@ if [ -n "$rejoin" ]; then
 	python3 -c "import sys; sys.exit(0 if $resumed <= $RESUME_S else 1)" ||
 		soft_fail "after the reconnect the job took ${resumed}s (bound ${RESUME_S}s) to go 5 steps past step $rj"
 	log "   the job went on to step $((rj + 5)) ${resumed}s after the reconnect"
-	# Known: the rejoined worker's first image fetches wait out minio-go's
-	# 60 s response-header timeout on keep-alive connections to S3 that died
-	# with its old address, and the ring waits for it (README, Local cluster).
-	python3 -c "import sys; sys.exit(0 if $resumed <= 20 else 1)" ||
+	# Docker often gives the reconnected worker a new address: requests on
+	# its keep-alive connections to S3 from the old one wait out objstore's
+	# 15 s response-header timeout (minio-go's default was 60 s, the whole
+	# ring standing still meanwhile). More than that is worth a look.
+	python3 -c "import sys; sys.exit(0 if $resumed <= 30 else 1)" ||
 		log "   slow: the job stood still for most of the ${resumed}s after the reconnect (a rejoin should cost seconds); $part_id since the reconnect:
 $(docker logs --since "${r_at%.*}" "$part" 2>&1 | grep -v 'level=DEBUG' | cut -c1-400 | head -20)"
 fi
