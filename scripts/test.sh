@@ -28,3 +28,16 @@ go vet ./...
 # RINGTRAIN_SLOW=1 runs the suites kept out of a plain `go test ./...`
 # (PyTorch comparisons of the deep nets, multi-process cluster runs).
 RINGTRAIN_SLOW=1 go test -count=1 -timeout 75m ./...
+
+# The docker compose local cluster (deploy/compose), tested for real: offline
+# images, MNIST from S3 through a coordinator kill, a network partition and a
+# worker kill (~5 minutes once the offline binaries are cached in
+# deploy/compose/.bin, ~4 more to build etcd, nats-server and versitygw the
+# first time). Prints "skipped: no docker" and exits 0 where no Docker engine
+# answers. The timeout also ends its containers (the script tears the
+# cluster down on TERM). A failed run is retried once, saying so: its fault
+# timings depend on the host's scheduling, and a second failure is a failure.
+if ! timeout -k 60 20m ./scripts/compose_test.sh; then
+	echo "test.sh: compose_test failed; retrying once" >&2
+	timeout -k 60 20m ./scripts/compose_test.sh
+fi
