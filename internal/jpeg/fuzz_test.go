@@ -2,8 +2,10 @@ package jpeg
 
 import (
 	"bytes"
+	"hash/fnv"
 	"image"
 	stdjpeg "image/jpeg"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -12,7 +14,9 @@ import (
 
 // FuzzDecode: at scale 1 the fork agrees with image/jpeg on every input
 // (error text, or image bytes), and a scaled decode fails exactly when the
-// full one does, never panics, and has the promised bounds.
+// full one does, never panics, and has the promised bounds. DecodeRegion,
+// at every scale and on regions drawn from a hash of the input (edges and
+// out-of-image ones included), gives DecodeScaled's error or its pixels.
 func FuzzDecode(f *testing.F) {
 	var seeds []string
 	m, _ := filepath.Glob("testdata/crop.*.jpg")
@@ -50,12 +54,29 @@ func FuzzDecode(f *testing.F) {
 		if werr == nil && !reflect.DeepEqual(got, want) {
 			t.Fatalf("Decode differs from image/jpeg: %T %v vs %T %v", got, got.Bounds(), want, want.Bounds())
 		}
-		for _, d := range []int{2, 4, 8} {
-			img, err := DecodeScaled(bytes.NewReader(data), d)
+		h := fnv.New64a()
+		h.Write(data)
+		rng := rand.New(rand.NewPCG(h.Sum64(), uint64(len(data))))
+		for _, d := range []int{1, 2, 4, 8} {
+			img, err := got, gerr
+			if d > 1 {
+				img, err = DecodeScaled(bytes.NewReader(data), d)
+			}
 			if (err != nil) != (gerr != nil) {
 				t.Fatalf("1/%d: error %v, full size %v", d, err, gerr)
 			}
-			if err != nil {
+			w, hh := 1, 1
+			if err == nil {
+				w, hh = img.Bounds().Dx(), img.Bounds().Dy()
+			}
+			rects := testRegions(rng, max(w, 1), max(hh, 1), 2)
+			for _, rect := range []image.Rectangle{rects[rng.IntN(8)], rects[8], rects[9]} {
+				r, rerr := DecodeRegion(bytes.NewReader(data), d, rect)
+				if e := checkRegion(img, err, r, rerr, rect, mcuOf(data, d)); e != nil {
+					t.Fatalf("1/%d region %v: %v", d, rect, e)
+				}
+			}
+			if err != nil || d == 1 {
 				continue
 			}
 			b, fb := img.Bounds(), got.Bounds()

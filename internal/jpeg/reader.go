@@ -13,8 +13,14 @@
 // is not forked (use image/jpeg's), and the package registers no format
 // with package image.
 //
+// DecodeRegion also skips the inverse DCT of the blocks outside a
+// rectangle known before decoding (a crop), returning just that part of
+// the image, with the same pixels there.
+//
 // Changes from image/jpeg: the decoder's scale (DecodeScaled, makeImg,
-// reconstructBlock, convertToRGB, the reduced IDCTs in idctred.go); a
+// reconstructBlock, convertToRGB, the reduced IDCTs in idctred.go) and
+// region (DecodeRegion, makeImg, processSOS, reconstructBlock,
+// reconstructProgressiveImage); a
 // natural-order copy of the quantization tables; applyBlack converts
 // YCbCr without image/internal/imageutil; no Reader interface, no forward
 // DCT, encoder or init. And speed, with the same output: a 64-bit bit
@@ -164,6 +170,16 @@ type decoder struct {
 	scale  int
 	bw, bh [maxComponents]int
 	tmp    [2 * blockSize]byte
+
+	// region is the part of the 1/scale image that DecodeRegion asks for
+	// (hasRegion), in output pixels. makeImg widens it to whole MCUs and
+	// sets rb0, rb1: per component, the blocks [rb0, rb1) (in that
+	// component's 8×8 block units) that are reconstructed and stored; the
+	// image buffers hold just those, from rb0. Without a region they are
+	// every block.
+	region    image.Rectangle
+	hasRegion bool
+	rb0, rb1  [maxComponents]image.Point
 }
 
 // fill fills up the d.bytes.buf buffer from the underlying io.Reader. It
@@ -809,6 +825,32 @@ func DecodeScaled(r io.Reader, denom int) (image.Image, error) {
 		return nil, fmt.Errorf("jpeg: scale 1/%d: want 1/1, 1/2, 1/4 or 1/8", denom)
 	}
 	d := decoder{scale: denom}
+	return d.decode(r, false)
+}
+
+// DecodeRegion is DecodeScaled(r, denom) that reconstructs only the part of
+// the image around rect, given in the coordinates of the 1/denom image
+// (ceil(width/denom)×ceil(height/denom)): rect, clipped to the image and
+// widened to whole MCUs (8·H/denom × 8·V/denom pixels for luma sampling
+// factors H×V; 8/denom square for grayscale), then clipped to the image
+// again, is the returned image's Bounds(). Coordinates stay those of the
+// whole image (Bounds().Min is not zero unless the region starts at the
+// top left), and every pixel inside the bounds, chroma samples included,
+// is DecodeScaled's, bit for bit: whole MCUs keep each chroma sample's
+// source. An empty rect (or one outside the image) gives an empty image.
+//
+// The entropy-coded data is still decoded in full (the coefficients of
+// blocks outside the region are discarded: no dequantization, IDCT or
+// store; a progressive image keeps every block's coefficients until its
+// last scan), so the errors are DecodeScaled's; what a region saves is
+// the inverse DCT, the color conversion of RGB and CMYK images, and memory.
+func DecodeRegion(r io.Reader, denom int, rect image.Rectangle) (image.Image, error) {
+	switch denom {
+	case 1, 2, 4, 8:
+	default:
+		return nil, fmt.Errorf("jpeg: scale 1/%d: want 1/1, 1/2, 1/4 or 1/8", denom)
+	}
+	d := decoder{scale: denom, region: rect, hasRegion: true}
 	return d.decode(r, false)
 }
 

@@ -19,15 +19,40 @@ import (
 // image comes out as 4:4:4 with chroma from the DCT coefficients, not
 // upsampled. (libjpeg does the same where it can, with square blocks:
 // 4:2:0 at 1/2 is 4:4:4 there too, 4:4:0 is upsampled.)
+//
+// With a region (DecodeRegion), the buffers hold only the MCUs that meet
+// it, and the image's Rect is those MCUs clipped to the image, in the
+// whole image's coordinates; d.rb0, d.rb1 get the block range.
 func (d *decoder) makeImg(mxx, myy int) {
 	bs := 8 / d.scale
 	w, h := (d.width+d.scale-1)/d.scale, (d.height+d.scale-1)/d.scale
 	for i := range d.nComp {
 		d.bw[i], d.bh[i] = bs, bs
 	}
+	// The MCUs [m0, m1) to reconstruct, of mw×mh output pixels each (one
+	// block for grayscale, whose h, v processSOF set to 1).
+	mw, mh := bs*d.comp[0].h, bs*d.comp[0].v
+	m0, m1 := image.Point{}, image.Pt(mxx, myy)
+	if d.hasRegion {
+		r := d.region.Intersect(image.Rect(0, 0, w, h))
+		if r.Empty() {
+			m1 = m0
+		} else {
+			m0 = image.Pt(r.Min.X/mw, r.Min.Y/mh)
+			m1 = image.Pt((r.Max.X+mw-1)/mw, (r.Max.Y+mh-1)/mh)
+		}
+	}
+	for i := range d.nComp {
+		hv := image.Pt(d.comp[i].h, d.comp[i].v)
+		d.rb0[i] = image.Pt(m0.X*hv.X, m0.Y*hv.Y)
+		d.rb1[i] = image.Pt(m1.X*hv.X, m1.Y*hv.Y)
+	}
+	// buf is the allocation (whole MCUs), vis the visible part.
+	buf := image.Rect(m0.X*mw, m0.Y*mh, m1.X*mw, m1.Y*mh)
+	vis := buf.Intersect(image.Rect(0, 0, w, h))
 	if d.nComp == 1 {
-		m := image.NewGray(image.Rect(0, 0, bs*mxx, bs*myy))
-		d.img1 = m.SubImage(image.Rect(0, 0, w, h)).(*image.Gray)
+		m := image.NewGray(buf)
+		d.img1 = m.SubImage(vis).(*image.Gray)
 		return
 	}
 
@@ -59,13 +84,14 @@ func (d *decoder) makeImg(mxx, myy int) {
 	default:
 		panic("unreachable")
 	}
-	m := image.NewYCbCr(image.Rect(0, 0, bs*h0*mxx, bs*v0*myy), subsampleRatio)
-	d.img3 = m.SubImage(image.Rect(0, 0, w, h)).(*image.YCbCr)
+	m := image.NewYCbCr(buf, subsampleRatio)
+	d.img3 = m.SubImage(vis).(*image.YCbCr)
 
 	if d.nComp == 4 {
 		h3, v3 := d.comp[3].h, d.comp[3].v
-		d.blackPix = make([]byte, bs*h3*mxx*bs*v3*myy)
-		d.blackStride = bs * h3 * mxx
+		nx, ny := m1.X-m0.X, m1.Y-m0.Y
+		d.blackPix = make([]byte, bs*h3*nx*bs*v3*ny)
+		d.blackStride = bs * h3 * nx
 	}
 }
 
@@ -291,6 +317,9 @@ func (d *decoder) processSOS(n int) error {
 						// SOS markers are processed.
 						continue
 					}
+					if r0, r1 := d.rb0[compIndex], d.rb1[compIndex]; bx < r0.X || by < r0.Y || bx >= r1.X || by >= r1.Y {
+						continue // outside the region: decoded, discarded
+					}
 					if err := d.reconstructBlock(&b, bx, by, int(compIndex)); err != nil {
 						return err
 					}
@@ -443,8 +472,9 @@ func (d *decoder) reconstructProgressiveImage() error {
 		v := 8 * d.comp[0].v / d.comp[i].v
 		h := 8 * d.comp[0].h / d.comp[i].h
 		stride := mxx * d.comp[i].h
-		for by := 0; by*v < d.height; by++ {
-			for bx := 0; bx*h < d.width; bx++ {
+		r0, r1 := d.rb0[i], d.rb1[i] // the region's blocks (all without one)
+		for by := r0.Y; by < r1.Y && by*v < d.height; by++ {
+			for bx := r0.X; bx < r1.X && bx*h < d.width; bx++ {
 				if err := d.reconstructBlock(&d.progCoeffs[i][by*stride+bx], bx, by, i); err != nil {
 					return err
 				}
@@ -455,9 +485,12 @@ func (d *decoder) reconstructProgressiveImage() error {
 }
 
 // reconstructBlock dequantizes, performs the inverse DCT and stores the block
-// to the image: 8×8 pixels, or fewer with a reduced IDCT when scaled.
+// to the image: 8×8 pixels, or fewer with a reduced IDCT when scaled. bx, by
+// are in the whole image's blocks; the buffers start at block d.rb0.
 func (d *decoder) reconstructBlock(b *block, bx, by, compIndex int) error {
 	bw, bh := d.bw[compIndex], d.bh[compIndex]
+	bx -= d.rb0[compIndex].X
+	by -= d.rb0[compIndex].Y
 	dst, stride := []byte(nil), 0
 	if d.nComp == 1 {
 		dst, stride = d.img1.Pix[bh*by*d.img1.Stride+bw*bx:], d.img1.Stride
