@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 
+	"github.com/ringtrain/ringtrain/nn/kernels"
 	"gorgonia.org/tensor"
 )
 
@@ -100,17 +101,12 @@ func (b *BatchNorm2D) forwardChannels(lo, hi int) {
 		if b.usedBatch {
 			var sum float64
 			for i := 0; i < n; i++ {
-				for _, v := range xd[(i*b.C+c)*hw : (i*b.C+c+1)*hw] {
-					sum += float64(v)
-				}
+				sum += kernels.Sum(xd[(i*b.C+c)*hw : (i*b.C+c+1)*hw])
 			}
 			mean = sum / m
 			var ss float64
 			for i := 0; i < n; i++ {
-				for _, v := range xd[(i*b.C+c)*hw : (i*b.C+c+1)*hw] {
-					d := float64(v) - mean
-					ss += d * d
-				}
+				ss += kernels.SumSqDev(xd[(i*b.C+c)*hw:(i*b.C+c+1)*hw], mean)
 			}
 			variance := ss / m
 			invstd = 1 / math.Sqrt(variance+float64(b.Eps))
@@ -130,11 +126,7 @@ func (b *BatchNorm2D) forwardChannels(lo, hi int) {
 		b.mean[c], b.invstd[c] = mf, is
 		for i := 0; i < n; i++ {
 			off := (i*b.C + c) * hw
-			xs, ys := xd[off:off+hw], yd[off:off+hw]
-			for j, v := range xs {
-				h := (v - mf) * is // the same expression as in Backward
-				ys[j] = h*g + be
-			}
+			kernels.Normalize(yd[off:off+hw], xd[off:off+hw], mf, is, g, be)
 		}
 	}
 }
@@ -168,12 +160,8 @@ func (b *BatchNorm2D) backwardChannels(lo, hi int) {
 		mf, is := b.mean[c], b.invstd[c]
 		for i := 0; i < n; i++ {
 			off := (i*b.C + c) * hw
-			xs := xd[off : off+hw]
-			for j, g := range dyd[off : off+hw] {
-				h := (xs[j] - mf) * is
-				sdy += float64(g)
-				sdyx += float64(g) * float64(h)
-			}
+			s1, s2 := kernels.BNGradSums(dyd[off:off+hw], xd[off:off+hw], mf, is)
+			sdy, sdyx = sdy+s1, sdyx+s2
 		}
 		if b.Weight.Trainable {
 			b.Weight.Grad[c] += float32(sdyx)
@@ -197,11 +185,7 @@ func (b *BatchNorm2D) backwardChannels(lo, hi int) {
 		mdy, mdyx := float32(sdy)/m, float32(sdyx)/m
 		for i := 0; i < n; i++ {
 			off := (i*b.C + c) * hw
-			xs := xd[off : off+hw]
-			for j, g := range dyd[off : off+hw] {
-				h := (xs[j] - mf) * is
-				dxd[off+j] = k * (g - mdy - h*mdyx)
-			}
+			kernels.BNInputGrad(dxd[off:off+hw], dyd[off:off+hw], xd[off:off+hw], mf, is, k, mdy, mdyx)
 		}
 	}
 }

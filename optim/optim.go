@@ -139,24 +139,30 @@ type sgdSlice struct {
 
 func (u *sgdSlice) update(lo, hi int) {
 	w, g, b := u.w, u.g, u.b
+	if b != nil && !u.first && !u.nesterov { // the steady state of momentum SGD
+		kernels.SGDMomentum(w[lo:hi], g[lo:hi], b[lo:hi], u.wd, u.mu, u.damp, u.lr, u.wd != 0)
+		return
+	}
+	// Explicit float32 conversions stop the compiler fusing multiply-adds,
+	// so every path rounds as kernels.SGDMomentum does.
 	for i := lo; i < hi; i++ {
 		d := g[i]
 		if u.wd != 0 {
-			d += u.wd * w[i]
+			d += float32(u.wd * w[i])
 		}
 		if b != nil {
 			if u.first {
 				b[i] = d
 			} else {
-				b[i] = u.mu*b[i] + u.damp*d
+				b[i] = float32(u.mu*b[i]) + float32(u.damp*d)
 			}
 			if u.nesterov {
-				d += u.mu * b[i]
+				d += float32(u.mu * b[i])
 			} else {
 				d = b[i]
 			}
 		}
-		w[i] -= u.lr * d
+		w[i] -= float32(u.lr * d)
 	}
 }
 

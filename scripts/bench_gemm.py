@@ -93,6 +93,10 @@ def main():
     for n in sizes:
         for r in range(args.rounds):
             for lib, f in libs:
+                # OpenBLAS's and OpenMP's idle threads (of this process) spin
+                # for up to ~0.1 s after a call; without a pause they steal a
+                # core from whichever library runs next.
+                time.sleep(0.5)
                 g, c = f(n)
                 results[(lib, n)].append(g)
                 cpu_results[(lib, n)].append(c)

@@ -23,8 +23,13 @@ func (p *Pool) ForElems(n int, f func(lo, hi int)) {
 // ReLU writes max(x, 0) to y; y may alias x. NaN stays NaN (as PyTorch).
 func ReLU(y, x []float32) {
 	y = y[:len(x)]
-	for i, v := range x {
-		y[i] = math.Float32frombits(reluBits(math.Float32bits(v)))
+	i := 0
+	if n := len(x) &^ 7; vecOK && n > 0 {
+		reluVec(&y[0], &x[0], n)
+		i = n
+	}
+	for ; i < len(x); i++ {
+		y[i] = math.Float32frombits(reluBits(math.Float32bits(x[i])))
 	}
 }
 
@@ -41,8 +46,13 @@ func reluBits(b uint32) uint32 {
 // (never negative); dx may alias dy.
 func ReLUBackward(dx, dy, y []float32) {
 	dx, y = dx[:len(dy)], y[:len(dy)]
-	for i, g := range dy {
-		b := math.Float32bits(y[i])
+	i := 0
+	if n := len(dy) &^ 7; vecOK && n > 0 {
+		reluBackwardVec(&dx[0], &dy[0], &y[0], n)
+		i = n
+	}
+	for ; i < len(dy); i++ {
+		g, b := dy[i], math.Float32bits(y[i])
 		// y > 0 ⇔ 0 < b ≤ +Inf's bits, as unsigned numbers (NaN and the
 		// negatives lie above; NaN passes no gradient, as in PyTorch). In
 		// 64 bits, 0 − b and +Inf − b wrap to a set top bit exactly when
@@ -56,8 +66,13 @@ func ReLUBackward(dx, dy, y []float32) {
 // Add writes a + b to dst; dst may alias a or b.
 func Add(dst, a, b []float32) {
 	dst, b = dst[:len(a)], b[:len(a)]
-	for i, v := range a {
-		dst[i] = v + b[i]
+	i := 0
+	if n := len(a) &^ 7; vecOK && n > 0 {
+		addVec(&dst[0], &a[0], &b[0], n)
+		i = n
+	}
+	for ; i < len(a); i++ {
+		dst[i] = a[i] + b[i]
 	}
 }
 
@@ -74,8 +89,12 @@ func AddReLU(dst, a, b []float32) {
 // for float32 data.
 func Sum(x []float32) float64 {
 	var s float64
-	for _, v := range x {
-		s += float64(v)
+	i := 0
+	if n := len(x) &^ 7; vecOK && n > 0 {
+		s, i = sumVec(&x[0], n), n
+	}
+	for ; i < len(x); i++ {
+		s += float64(x[i])
 	}
 	return s
 }
@@ -83,9 +102,86 @@ func Sum(x []float32) float64 {
 // SumSqDev returns Σ(x − mean)² in float64.
 func SumSqDev(x []float32, mean float64) float64 {
 	var s float64
-	for _, v := range x {
-		d := float64(v) - mean
+	i := 0
+	if n := len(x) &^ 7; vecOK && n > 0 {
+		s, i = sumSqDevVec(&x[0], n, mean), n
+	}
+	for ; i < len(x); i++ {
+		d := float64(x[i]) - mean
 		s += d * d
 	}
 	return s
+}
+
+// The batch-norm loops over one channel's plane of one sample. x̂ is
+// always (x − mean)·invstd rounded to float32, the same expression in
+// every pass, so forward and backward agree on it. Explicit float32
+// conversions keep the compiler from fusing a multiply and an add (as it
+// may with GOAMD64=v3), so the AVX2 loops, which round after each
+// operation, give bitwise the same results.
+
+// Normalize writes y = x̂·gamma + beta; y may alias x.
+func Normalize(y, x []float32, mean, invstd, gamma, beta float32) {
+	y = y[:len(x)]
+	i := 0
+	if n := len(x) &^ 7; vecOK && n > 0 {
+		normalizeVec(&y[0], &x[0], n, mean, invstd, gamma, beta)
+		i = n
+	}
+	for ; i < len(x); i++ {
+		h := (x[i] - mean) * invstd
+		y[i] = float32(h*gamma) + beta
+	}
+}
+
+// BNGradSums returns Σdy and Σdy·x̂, accumulated in float64.
+func BNGradSums(dy, x []float32, mean, invstd float32) (sdy, sdyx float64) {
+	x = x[:len(dy)]
+	i := 0
+	if n := len(dy) &^ 7; vecOK && n > 0 {
+		sdy, sdyx = bnGradSumsVec(&dy[0], &x[0], n, mean, invstd)
+		i = n
+	}
+	for ; i < len(dy); i++ {
+		h := (x[i] - mean) * invstd
+		sdy += float64(dy[i])
+		sdyx += float64(dy[i]) * float64(h)
+	}
+	return sdy, sdyx
+}
+
+// BNInputGrad writes dx = k·(dy − mdy − x̂·mdyx), batch norm's input
+// gradient with batch statistics (k = γ·invstd, mdy = Σdy/M,
+// mdyx = Σdy·x̂/M); dx may alias dy.
+func BNInputGrad(dx, dy, x []float32, mean, invstd, k, mdy, mdyx float32) {
+	dx, x = dx[:len(dy)], x[:len(dy)]
+	i := 0
+	if n := len(dy) &^ 7; vecOK && n > 0 {
+		bnInputGradVec(&dx[0], &dy[0], &x[0], n, mean, invstd, k, mdy, mdyx)
+		i = n
+	}
+	for ; i < len(dy); i++ {
+		h := (x[i] - mean) * invstd
+		dx[i] = k * (dy[i] - mdy - float32(h*mdyx))
+	}
+}
+
+// SGDMomentum is torch.optim.SGD's update with a momentum buffer b that
+// already holds a step (not the first, not Nesterov):
+// d = g (+ wd·w when decay); b = mu·b + damp·d; w −= lr·b.
+func SGDMomentum(w, g, b []float32, wd, mu, damp, lr float32, decay bool) {
+	g, b = g[:len(w)], b[:len(w)]
+	i := 0
+	if n := len(w) &^ 7; vecOK && n > 0 {
+		sgdMomentumVec(&w[0], &g[0], &b[0], n, wd, mu, damp, lr, decay)
+		i = n
+	}
+	for ; i < len(w); i++ {
+		d := g[i]
+		if decay {
+			d += float32(wd * w[i])
+		}
+		b[i] = float32(mu*b[i]) + float32(damp*d)
+		w[i] -= float32(lr * b[i])
+	}
 }

@@ -40,6 +40,10 @@ func Im2col(g ConvGeom, img, col []float32) { Im2colLd(g, img, col, g.OH*g.OW) }
 // several images can fill adjacent column blocks of one GEMM operand.
 func Im2colLd(g ConvGeom, img, col []float32, ld int) {
 	ohw := g.OH * g.OW
+	if g.SH == 1 && g.SW == 1 && g.OW == g.W {
+		im2colShifted(g, img, col, ld)
+		return
+	}
 	var buf [16]colSpan
 	spans := colSpans(g, buf[:0])
 	for c := 0; c < g.C; c++ {
@@ -63,6 +67,48 @@ func Im2colLd(g ConvGeom, img, col []float32, ld int) {
 					for ox := sp.lo; ox < sp.hi; ox++ {
 						dst[ox] = src[ox*g.SW+sp.off]
 					}
+				}
+			}
+		}
+	}
+}
+
+// im2colShifted is Im2colLd for stride 1 with OW = W ("same" width, as
+// every 3×3 pad-1 and 1×1 convolution): an im2col row is then the image
+// plane shifted by d = dy·W + dx, so the valid rows are one contiguous copy,
+// and only the |dx| columns that wrapped around a row edge, and the rows
+// outside the image, are zeroed afterwards. On the small maps of ResNet at
+// 32×32 (8×8 down to 1×1) that replaces OH short copies per row.
+func im2colShifted(g ConvGeom, img, col []float32, ld int) {
+	ohw, plane := g.OH*g.OW, g.H*g.W
+	W := g.W
+	for c := 0; c < g.C; c++ {
+		src := img[c*plane:][:plane]
+		for ki := 0; ki < g.KH; ki++ {
+			dy := ki*g.DH - g.PH
+			y0, y1 := max(0, -dy), min(g.OH, g.H-dy) // rows whose input row is inside
+			for kj := 0; kj < g.KW; kj++ {
+				dx := kj*g.DW - g.PW
+				x0, x1 := max(0, -dx), min(W, W-dx) // columns whose input is inside
+				row := col[((c*g.KH+ki)*g.KW+kj)*ld:][:ohw]
+				if y0 >= y1 || x0 >= x1 {
+					zero(row)
+					continue
+				}
+				zero(row[:y0*W])
+				zero(row[y1*W:])
+				// Rows [y0, y1) of row = src shifted by d; the first and last
+				// elements may fall outside src, and they are wrapped columns.
+				d := dy*W + dx
+				a, b := y0*W+x0, y1*W-(W-x1)
+				move(row[a:b], src[a+d:b+d])
+				if dx == 0 {
+					continue
+				}
+				for oy := y0; oy < y1; oy++ {
+					r := row[oy*W:][:W]
+					zero(r[:x0])
+					zero(r[x1:])
 				}
 			}
 		}

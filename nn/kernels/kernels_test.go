@@ -18,6 +18,15 @@ var convGeoms = []ConvGeom{
 	NewConvGeom(1, 4, 4, 7, 7, 1, 1, 3, 3, 1, 1),
 	NewConvGeom(3, 16, 16, 11, 11, 4, 4, 2, 2, 1, 1),
 	NewConvGeom(2, 3, 3, 2, 2, 3, 3, 5, 5, 1, 1),
+	// stride 1 with OW = W: im2colShifted
+	NewConvGeom(2, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1),
+	NewConvGeom(3, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1),
+	NewConvGeom(2, 6, 5, 5, 5, 1, 1, 2, 2, 1, 1),
+	NewConvGeom(2, 7, 9, 3, 3, 1, 1, 2, 2, 2, 2),
+	NewConvGeom(2, 5, 6, 1, 3, 1, 1, 0, 1, 1, 1),
+	NewConvGeom(2, 6, 4, 3, 1, 1, 1, 0, 0, 1, 1),
+	NewConvGeom(3, 4, 4, 1, 1, 1, 1, 0, 0, 1, 1),
+	NewConvGeom(1, 3, 5, 2, 3, 1, 1, 4, 1, 1, 1),
 }
 
 // convDirect is the textbook convolution: out[o][oy][ox] = Σ w·img.
@@ -244,5 +253,43 @@ func BenchmarkIm2colRef(b *testing.B) {
 	b.SetBytes(int64(4 * len(col)))
 	for b.Loop() {
 		im2colRef(g, img, col)
+	}
+}
+
+// TestIm2colRandomGeoms: random geometries, stride 1 "same" width (the
+// shifted-plane path) and general ones, against the per-element reference.
+func TestIm2colRandomGeoms(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 13))
+	for it := 0; it < 400; it++ {
+		c, h, w := 1+rng.IntN(3), 1+rng.IntN(9), 1+rng.IntN(9)
+		kh, kw := 1+rng.IntN(5), 1+rng.IntN(5)
+		dh, dw := 1+rng.IntN(2), 1+rng.IntN(2)
+		sh, sw := 1, 1
+		var ph, pw int
+		if it%2 == 0 { // OW = W: pad so that (KW−1)·DW = 2·PW (odd spans only)
+			pw = (kw - 1) * dw / 2
+			if (kw-1)*dw%2 != 0 {
+				kw, pw = 1, 0
+			}
+			ph = rng.IntN(kh * dh)
+		} else {
+			sh, sw, ph, pw = 1+rng.IntN(3), 1+rng.IntN(3), rng.IntN(4), rng.IntN(4)
+		}
+		g := NewConvGeom(c, h, w, kh, kw, sh, sw, ph, pw, dh, dw)
+		if g.OH <= 0 || g.OW <= 0 {
+			continue
+		}
+		if it%2 == 0 && g.OW != g.W {
+			t.Fatalf("%+v: test geometry should have OW = W", g)
+		}
+		img := randSlice(rng, c*h*w)
+		got, want := randSlice(rng, g.ColRows()*g.ColCols()), make([]float32, g.ColRows()*g.ColCols())
+		Im2col(g, img, got)
+		im2colRef(g, img, want)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%+v: Im2col col[%d] = %g, reference %g", g, i, got[i], want[i])
+			}
+		}
 	}
 }

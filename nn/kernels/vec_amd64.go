@@ -1,0 +1,39 @@
+//go:build amd64
+
+package kernels
+
+import "golang.org/x/sys/cpu"
+
+// vecOK selects the AVX2 loops of vec_amd64.s for the elementwise and
+// batch-norm kernels: on CPUs with AVX2 and FMA, unless RINGTRAIN_KERNELS
+// forced the generic path (which then covers these loops too).
+var vecOK = cpu.X86.HasAVX2 && cpu.X86.HasFMA && defaultKernel != genericKernel
+
+// The AVX2 loops; n is a multiple of 8 and every slice holds n elements.
+
+//go:noescape
+func reluVec(y, x *float32, n int)
+
+//go:noescape
+func reluBackwardVec(dx, dy, y *float32, n int)
+
+//go:noescape
+func addVec(dst, a, b *float32, n int)
+
+//go:noescape
+func sumVec(x *float32, n int) float64
+
+//go:noescape
+func sumSqDevVec(x *float32, n int, mean float64) float64
+
+//go:noescape
+func normalizeVec(y, x *float32, n int, mean, invstd, gamma, beta float32)
+
+//go:noescape
+func bnGradSumsVec(dy, x *float32, n int, mean, invstd float32) (sdy, sdyx float64)
+
+//go:noescape
+func bnInputGradVec(dx, dy, x *float32, n int, mean, invstd, k, mdy, mdyx float32)
+
+//go:noescape
+func sgdMomentumVec(w, grad, b *float32, n int, wd, mu, damp, lr float32, decay bool)

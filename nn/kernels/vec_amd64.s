@@ -1,0 +1,323 @@
+//go:build amd64
+
+// AVX2 loops for the elementwise and batch-norm kernels (vec_amd64.go).
+// Each handles n elements, n a multiple of 8 (the Go wrappers do the tail),
+// and performs exactly the float32 operations of the scalar loops, in the
+// same order and without fusing (no FMA where the scalar code rounds
+// between a multiply and an add), so results are bitwise equal to them.
+// Only the float64 reductions (sums) differ from their scalar loops: they
+// keep several partial sums, so the additions happen in another order.
+
+#include "textflag.h"
+
+// func reluVec(y, x *float32, n int)
+// y = x with negatives (and −0) cleared, NaNs kept: reluBits on 8 lanes.
+TEXT ·reluVec(SB), NOSPLIT, $0-24
+	MOVQ y+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVL $0x7fffffff, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+	MOVL $0x7f800000, AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15
+	XORQ BX, BX
+relu_loop:
+	CMPQ BX, CX
+	JGE relu_done
+	VMOVDQU (SI)(BX*4), Y0
+	VPSRAD $31, Y0, Y1   // neg: all ones where the sign bit is set
+	VPAND Y14, Y0, Y2    // |x|
+	VPSUBD Y2, Y15, Y2   // 0x7f800000 − |x|: negative exactly for NaN
+	VPSRAD $31, Y2, Y2   // nan
+	VPANDN Y1, Y2, Y1    // neg &^ nan
+	VPANDN Y0, Y1, Y0    // x &^ (neg &^ nan)
+	VMOVDQU Y0, (DI)(BX*4)
+	ADDQ $8, BX
+	JMP relu_loop
+relu_done:
+	VZEROUPPER
+	RET
+
+// func reluBackwardVec(dx, dy, y *float32, n int)
+// dx = dy where 0 < bits(y) ≤ bits(+Inf) as signed integers, else 0.
+TEXT ·reluBackwardVec(SB), NOSPLIT, $0-32
+	MOVQ dx+0(FP), DI
+	MOVQ dy+8(FP), SI
+	MOVQ y+16(FP), DX
+	MOVQ n+24(FP), CX
+	VPXOR Y14, Y14, Y14
+	MOVL $0x7f800000, AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15
+	XORQ BX, BX
+relub_loop:
+	CMPQ BX, CX
+	JGE relub_done
+	VMOVDQU (DX)(BX*4), Y0
+	VPCMPGTD Y14, Y0, Y1 // y > 0
+	VPCMPGTD Y15, Y0, Y2 // y > +Inf: NaN
+	VPANDN Y1, Y2, Y1    // keep = pos &^ nan
+	VPAND (SI)(BX*4), Y1, Y1
+	VMOVDQU Y1, (DI)(BX*4)
+	ADDQ $8, BX
+	JMP relub_loop
+relub_done:
+	VZEROUPPER
+	RET
+
+// func addVec(dst, a, b *float32, n int)
+TEXT ·addVec(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DX
+	MOVQ n+24(FP), CX
+	XORQ BX, BX
+add_loop:
+	CMPQ BX, CX
+	JGE add_done
+	VMOVUPS (SI)(BX*4), Y0
+	VADDPS (DX)(BX*4), Y0, Y0
+	VMOVUPS Y0, (DI)(BX*4)
+	ADDQ $8, BX
+	JMP add_loop
+add_done:
+	VZEROUPPER
+	RET
+
+// func sumVec(x *float32, n int) float64
+// Σx in float64, four partial sums of four lanes each.
+TEXT ·sumVec(SB), NOSPLIT, $0-24
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VXORPD Y0, Y0, Y0
+	VXORPD Y1, Y1, Y1
+	VXORPD Y2, Y2, Y2
+	VXORPD Y3, Y3, Y3
+	XORQ BX, BX
+	MOVQ CX, DX
+	ANDQ $-16, DX
+sum_loop16:
+	CMPQ BX, DX
+	JGE sum_tail8
+	VCVTPS2PD (SI)(BX*4), Y4
+	VCVTPS2PD 16(SI)(BX*4), Y5
+	VCVTPS2PD 32(SI)(BX*4), Y6
+	VCVTPS2PD 48(SI)(BX*4), Y7
+	VADDPD Y4, Y0, Y0
+	VADDPD Y5, Y1, Y1
+	VADDPD Y6, Y2, Y2
+	VADDPD Y7, Y3, Y3
+	ADDQ $16, BX
+	JMP sum_loop16
+sum_tail8:
+	CMPQ BX, CX
+	JGE sum_done
+	VCVTPS2PD (SI)(BX*4), Y4
+	VCVTPS2PD 16(SI)(BX*4), Y5
+	VADDPD Y4, Y0, Y0
+	VADDPD Y5, Y1, Y1
+sum_done:
+	VADDPD Y1, Y0, Y0
+	VADDPD Y3, Y2, Y2
+	VADDPD Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPD X1, X0, X0
+	VUNPCKHPD X0, X0, X1
+	VADDSD X1, X0, X0
+	VMOVSD X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func sumSqDevVec(x *float32, n int, mean float64) float64
+// Σ(float64(x) − mean)², four partial sums of four lanes each.
+TEXT ·sumSqDevVec(SB), NOSPLIT, $0-32
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSD mean+16(FP), Y8
+	VXORPD Y0, Y0, Y0
+	VXORPD Y1, Y1, Y1
+	VXORPD Y2, Y2, Y2
+	VXORPD Y3, Y3, Y3
+	XORQ BX, BX
+	MOVQ CX, DX
+	ANDQ $-16, DX
+ssd_loop16:
+	CMPQ BX, DX
+	JGE ssd_tail8
+	VCVTPS2PD (SI)(BX*4), Y4
+	VCVTPS2PD 16(SI)(BX*4), Y5
+	VCVTPS2PD 32(SI)(BX*4), Y6
+	VCVTPS2PD 48(SI)(BX*4), Y7
+	VSUBPD Y8, Y4, Y4
+	VSUBPD Y8, Y5, Y5
+	VSUBPD Y8, Y6, Y6
+	VSUBPD Y8, Y7, Y7
+	VFMADD231PD Y4, Y4, Y0
+	VFMADD231PD Y5, Y5, Y1
+	VFMADD231PD Y6, Y6, Y2
+	VFMADD231PD Y7, Y7, Y3
+	ADDQ $16, BX
+	JMP ssd_loop16
+ssd_tail8:
+	CMPQ BX, CX
+	JGE ssd_done
+	VCVTPS2PD (SI)(BX*4), Y4
+	VCVTPS2PD 16(SI)(BX*4), Y5
+	VSUBPD Y8, Y4, Y4
+	VSUBPD Y8, Y5, Y5
+	VFMADD231PD Y4, Y4, Y0
+	VFMADD231PD Y5, Y5, Y1
+ssd_done:
+	VADDPD Y1, Y0, Y0
+	VADDPD Y3, Y2, Y2
+	VADDPD Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPD X1, X0, X0
+	VUNPCKHPD X0, X0, X1
+	VADDSD X1, X0, X0
+	VMOVSD X0, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func normalizeVec(y, x *float32, n int, mean, invstd, gamma, beta float32)
+// y = ((x − mean)·invstd)·gamma + beta, rounding after each operation.
+TEXT ·normalizeVec(SB), NOSPLIT, $0-40
+	MOVQ y+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS mean+24(FP), Y12
+	VBROADCASTSS invstd+28(FP), Y13
+	VBROADCASTSS gamma+32(FP), Y14
+	VBROADCASTSS beta+36(FP), Y15
+	XORQ BX, BX
+norm_loop:
+	CMPQ BX, CX
+	JGE norm_done
+	VMOVUPS (SI)(BX*4), Y0
+	VSUBPS Y12, Y0, Y0
+	VMULPS Y13, Y0, Y0
+	VMULPS Y14, Y0, Y0
+	VADDPS Y15, Y0, Y0
+	VMOVUPS Y0, (DI)(BX*4)
+	ADDQ $8, BX
+	JMP norm_loop
+norm_done:
+	VZEROUPPER
+	RET
+
+// func bnGradSumsVec(dy, x *float32, n int, mean, invstd float32) (sdy, sdyx float64)
+// Σdy and Σdy·x̂ in float64, x̂ = (x − mean)·invstd in float32 (a float32
+// product is exact in float64, so the FMA rounds as mul-then-add would).
+TEXT ·bnGradSumsVec(SB), NOSPLIT, $0-48
+	MOVQ dy+0(FP), SI
+	MOVQ x+8(FP), DX
+	MOVQ n+16(FP), CX
+	VBROADCASTSS mean+24(FP), Y12
+	VBROADCASTSS invstd+28(FP), Y13
+	VXORPD Y0, Y0, Y0 // Σdy
+	VXORPD Y1, Y1, Y1
+	VXORPD Y2, Y2, Y2 // Σdy·x̂
+	VXORPD Y3, Y3, Y3
+	XORQ BX, BX
+bngs_loop:
+	CMPQ BX, CX
+	JGE bngs_done
+	VMOVUPS (DX)(BX*4), Y4
+	VSUBPS Y12, Y4, Y4
+	VMULPS Y13, Y4, Y4 // x̂, 8 lanes
+	VCVTPS2PD X4, Y5
+	VEXTRACTF128 $1, Y4, X6
+	VCVTPS2PD X6, Y6
+	VCVTPS2PD (SI)(BX*4), Y7
+	VCVTPS2PD 16(SI)(BX*4), Y8
+	VADDPD Y7, Y0, Y0
+	VADDPD Y8, Y1, Y1
+	VFMADD231PD Y5, Y7, Y2
+	VFMADD231PD Y6, Y8, Y3
+	ADDQ $8, BX
+	JMP bngs_loop
+bngs_done:
+	VADDPD Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPD X1, X0, X0
+	VUNPCKHPD X0, X0, X1
+	VADDSD X1, X0, X0
+	VMOVSD X0, sdy+32(FP)
+	VADDPD Y3, Y2, Y2
+	VEXTRACTF128 $1, Y2, X3
+	VADDPD X3, X2, X2
+	VUNPCKHPD X2, X2, X3
+	VADDSD X3, X2, X2
+	VMOVSD X2, sdyx+40(FP)
+	VZEROUPPER
+	RET
+
+// func bnInputGradVec(dx, dy, x *float32, n int, mean, invstd, k, mdy, mdyx float32)
+// dx = k·((dy − mdy) − x̂·mdyx), x̂ = (x − mean)·invstd, rounding after each operation.
+TEXT ·bnInputGradVec(SB), NOSPLIT, $0-52
+	MOVQ dx+0(FP), DI
+	MOVQ dy+8(FP), SI
+	MOVQ x+16(FP), DX
+	MOVQ n+24(FP), CX
+	VBROADCASTSS mean+32(FP), Y11
+	VBROADCASTSS invstd+36(FP), Y12
+	VBROADCASTSS k+40(FP), Y13
+	VBROADCASTSS mdy+44(FP), Y14
+	VBROADCASTSS mdyx+48(FP), Y15
+	XORQ BX, BX
+bnig_loop:
+	CMPQ BX, CX
+	JGE bnig_done
+	VMOVUPS (DX)(BX*4), Y0
+	VSUBPS Y11, Y0, Y0
+	VMULPS Y12, Y0, Y0 // x̂
+	VMULPS Y15, Y0, Y0 // x̂·mdyx
+	VMOVUPS (SI)(BX*4), Y1
+	VSUBPS Y14, Y1, Y1 // dy − mdy
+	VSUBPS Y0, Y1, Y1
+	VMULPS Y13, Y1, Y1
+	VMOVUPS Y1, (DI)(BX*4)
+	ADDQ $8, BX
+	JMP bnig_loop
+bnig_done:
+	VZEROUPPER
+	RET
+
+// func sgdMomentumVec(w, grad, b *float32, n int, wd, mu, damp, lr float32, decay bool)
+// d = grad (+ wd·w with decay); b = mu·b + damp·d; w = w − lr·b, rounding
+// after each operation.
+TEXT ·sgdMomentumVec(SB), NOSPLIT, $0-49
+	MOVQ w+0(FP), DI
+	MOVQ grad+8(FP), SI
+	MOVQ b+16(FP), DX
+	MOVQ n+24(FP), CX
+	VBROADCASTSS wd+32(FP), Y12
+	VBROADCASTSS mu+36(FP), Y13
+	VBROADCASTSS damp+40(FP), Y14
+	VBROADCASTSS lr+44(FP), Y15
+	MOVBLZX decay+48(FP), AX
+	XORQ BX, BX
+sgd_loop:
+	CMPQ BX, CX
+	JGE sgd_done
+	VMOVUPS (DI)(BX*4), Y0 // w
+	VMOVUPS (SI)(BX*4), Y1 // d = g
+	TESTQ AX, AX
+	JZ sgd_nodecay
+	VMULPS Y12, Y0, Y3
+	VADDPS Y3, Y1, Y1 // d = g + wd·w
+sgd_nodecay:
+	VMULPS Y14, Y1, Y1         // damp·d
+	VMULPS (DX)(BX*4), Y13, Y2 // mu·b
+	VADDPS Y1, Y2, Y2          // b
+	VMOVUPS Y2, (DX)(BX*4)
+	VMULPS Y15, Y2, Y2
+	VSUBPS Y2, Y0, Y0
+	VMOVUPS Y0, (DI)(BX*4)
+	ADDQ $8, BX
+	JMP sgd_loop
+sgd_done:
+	VZEROUPPER
+	RET

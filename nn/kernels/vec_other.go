@@ -1,0 +1,24 @@
+//go:build !amd64
+
+package kernels
+
+// vecOK is false off amd64: the portable loops run everywhere.
+const vecOK = false
+
+func reluVec(y, x *float32, n int)              { panic("unreachable") }
+func reluBackwardVec(dx, dy, y *float32, n int) { panic("unreachable") }
+func addVec(dst, a, b *float32, n int)          { panic("unreachable") }
+func sumVec(x *float32, n int) float64          { panic("unreachable") }
+func sumSqDevVec(x *float32, n int, mean float64) float64 {
+	panic("unreachable")
+}
+func normalizeVec(y, x *float32, n int, mean, invstd, gamma, beta float32) { panic("unreachable") }
+func bnGradSumsVec(dy, x *float32, n int, mean, invstd float32) (sdy, sdyx float64) {
+	panic("unreachable")
+}
+func bnInputGradVec(dx, dy, x *float32, n int, mean, invstd, k, mdy, mdyx float32) {
+	panic("unreachable")
+}
+func sgdMomentumVec(w, grad, b *float32, n int, wd, mu, damp, lr float32, decay bool) {
+	panic("unreachable")
+}
