@@ -25,50 +25,53 @@ const (
 // name is used in errors only. Errors wrap ErrBadSample. JPEGs go through
 // internal/jpeg, image/jpeg's decoder forked: at full size the same pixels.
 func DecodeImage(data []byte, name string) (image.Image, error) {
-	img, _, err := decodeImage(data, name, nil)
-	return img, err
+	return decodeImage(data, name, nil)
 }
 
 // decodeImage is DecodeImage where a JPEG may be decoded at 1/denom size in
-// the DCT domain: denom, if not nil, gets the full size from the header and
-// returns 1, 2, 4 or 8. PNGs are always decoded at full size. It returns
-// the denominator used.
-func decodeImage(data []byte, name string, denom func(w, h int) int) (image.Image, int, error) {
+// the DCT domain and only around a region: plan, if not nil, gets the full
+// size from the header and returns denom (1, 2, 4 or 8) and the region
+// needed, in the coordinates of the 1/denom image; the image returned then
+// covers at least that region (internal/jpeg's DecodeRegion: whole MCUs,
+// the whole image's coordinates). PNGs are always decoded whole, without
+// calling plan.
+func decodeImage(data []byte, name string, plan func(w, h int) (denom int, region image.Rectangle)) (image.Image, error) {
 	var (
 		cfg    image.Config
 		err    error
-		decode func([]byte, int) (image.Image, error)
+		decode func([]byte) (image.Image, error)
 		kind   string
 	)
 	switch {
 	case isJPEG(data):
 		kind = "JPEG"
 		cfg, err = jpeg.DecodeConfig(bytes.NewReader(data))
-		decode = func(b []byte, d int) (image.Image, error) { return jpeg.DecodeScaled(bytes.NewReader(b), d) }
+		decode = func(b []byte) (image.Image, error) {
+			if plan == nil {
+				return jpeg.Decode(bytes.NewReader(b))
+			}
+			d, r := plan(cfg.Width, cfg.Height)
+			return jpeg.DecodeRegion(bytes.NewReader(b), d, r)
+		}
 	case len(data) >= 8 && string(data[:8]) == "\x89PNG\r\n\x1a\n":
 		kind = "PNG"
 		cfg, err = png.DecodeConfig(bytes.NewReader(data))
-		decode = func(b []byte, _ int) (image.Image, error) { return png.Decode(bytes.NewReader(b)) }
-		denom = nil
+		decode = func(b []byte) (image.Image, error) { return png.Decode(bytes.NewReader(b)) }
 	default:
 		head := data[:min(len(data), 8)]
-		return nil, 1, fmt.Errorf("%s: not a JPEG or PNG image (%d bytes, starts with %q): %w", name, len(data), head, ErrBadSample)
+		return nil, fmt.Errorf("%s: not a JPEG or PNG image (%d bytes, starts with %q): %w", name, len(data), head, ErrBadSample)
 	}
 	if err != nil {
-		return nil, 1, fmt.Errorf("%s: corrupt %s header: %v: %w", name, kind, err, ErrBadSample)
+		return nil, fmt.Errorf("%s: corrupt %s header: %v: %w", name, kind, err, ErrBadSample)
 	}
 	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width > maxImageSide || cfg.Height > maxImageSide || cfg.Width*cfg.Height > maxImagePixels {
-		return nil, 1, fmt.Errorf("%s: %s of %dx%d pixels is out of range: %w", name, kind, cfg.Width, cfg.Height, ErrBadSample)
+		return nil, fmt.Errorf("%s: %s of %dx%d pixels is out of range: %w", name, kind, cfg.Width, cfg.Height, ErrBadSample)
 	}
-	d := 1
-	if denom != nil {
-		d = denom(cfg.Width, cfg.Height)
-	}
-	img, err := decode(data, d)
+	img, err := decode(data)
 	if err != nil {
-		return nil, 1, fmt.Errorf("%s: corrupt or truncated %s: %v: %w", name, kind, err, ErrBadSample)
+		return nil, fmt.Errorf("%s: corrupt or truncated %s: %v: %w", name, kind, err, ErrBadSample)
 	}
-	return img, d, nil
+	return img, nil
 }
 
 func isJPEG(data []byte) bool {

@@ -261,16 +261,30 @@ func (t *Transformer) applyImage(img image.Image, p cropPlan, dst []float32) {
 // apply resamples plan p; pixels returns the source pixels of rect r
 // (image coordinates, cs interleaved channels) and their row stride.
 func (t *Transformer) apply(p cropPlan, cs int, pixels func(r image.Rectangle) ([]uint8, int), dst []float32) {
+	t.resample(p, t.prepare(p), cs, pixels, dst)
+}
+
+// prepare computes the resampling weights of plan p and returns the window
+// of source pixels they read, in image coordinates (inside p.clip): all
+// that resample asks pixels for. DecodeApply decodes just that.
+func (t *Transformer) prepare(p cropPlan) image.Rectangle {
 	S := t.cfg.Size
 	// Coefficients relative to the clip rectangle.
 	cl := p.clip
 	t.kx.compute(p.x0-float64(cl.Min.X), p.x1-float64(cl.Min.X), cl.Dx(), S)
 	t.ky.compute(p.y0-float64(cl.Min.Y), p.y1-float64(cl.Min.Y), cl.Dy(), S)
-	// The window of source pixels actually read.
 	rx0, rx1 := t.kx.span()
 	ry0, ry1 := t.ky.span()
-	rh := ry1 - ry0
-	src, stride := pixels(image.Rect(cl.Min.X+rx0, cl.Min.Y+ry0, cl.Min.X+rx1, cl.Min.Y+ry1))
+	return image.Rect(cl.Min.X+rx0, cl.Min.Y+ry0, cl.Min.X+rx1, cl.Min.Y+ry1)
+}
+
+// resample runs the weights that prepare(p) computed, reading window win
+// (prepare's result) through pixels.
+func (t *Transformer) resample(p cropPlan, win image.Rectangle, cs int, pixels func(r image.Rectangle) ([]uint8, int), dst []float32) {
+	S := t.cfg.Size
+	rx0, ry0 := win.Min.X-p.clip.Min.X, win.Min.Y-p.clip.Min.Y
+	rh := win.Dy()
+	src, stride := pixels(win)
 	// Horizontal pass: rh rows × S columns × cs.
 	t.tmp = growF(t.tmp, rh*S*cs)
 	t.kx.shift(rx0)
@@ -567,12 +581,17 @@ func clampYCC(v int32) uint8 {
 	return uint8(^(v >> 31))
 }
 
-// DecodeApply decodes data (JPEG or PNG) and transforms it into dst. With
-// DCTScale, a JPEG is decoded at the smallest 1/1..1/8 scale that still
-// leaves the crop at least Size pixels (as PIL's draft mode), by
-// internal/jpeg or, with the libjpeg build tag, by libjpeg-turbo straight
-// into a reused buffer; both builds pick the same scale. Errors name the
-// object and wrap ErrBadSample.
+// DecodeApply decodes data (JPEG or PNG) and transforms it into dst.
+// The crop is planned from the JPEG header, and in the default (pure-Go)
+// build only the MCUs around the pixels that resampling reads are
+// reconstructed (internal/jpeg's DecodeRegion: the rest of the scan is
+// entropy-decoded and dropped, no IDCT); those pixels are a full decode's,
+// so the output is DecodeImage + Apply's, bit for bit. With DCTScale, a JPEG
+// is decoded at the smallest 1/1..1/8 scale that still leaves the crop at
+// least Size pixels (as PIL's draft mode), by internal/jpeg or, with the
+// libjpeg build tag, by libjpeg-turbo (whole image) straight into a reused
+// buffer; both builds pick the same scale. Errors name the object and
+// wrap ErrBadSample.
 func (t *Transformer) DecodeApply(data []byte, name string, seed uint64, dst []float32) error {
 	if haveLibjpeg && isJPEG(data) {
 		if err := t.decodeApplyLibjpeg(data, seed, dst); err == nil {
@@ -582,20 +601,42 @@ func (t *Transformer) DecodeApply(data []byte, name string, seed uint64, dst []f
 		}
 		// Anything libjpeg refuses (CMYK, odd headers) gets the Go decoder's verdict.
 	}
-	var p cropPlan
-	img, denom, err := decodeImage(data, name, func(w, h int) int {
+	return t.decodeApplyGo(data, name, seed, dst)
+}
+
+// decodeApplyGo is DecodeApply with internal/jpeg (and image/png).
+func (t *Transformer) decodeApplyGo(data []byte, name string, seed uint64, dst []float32) error {
+	var (
+		p       cropPlan
+		win     image.Rectangle
+		planned bool
+	)
+	img, err := decodeImage(data, name, func(w, h int) (int, image.Rectangle) {
 		p = t.plan(w, h, seed)
-		return t.dctDenom(p)
+		d := t.dctDenom(p)
+		if d > 1 {
+			p = p.scaled(d, (w+d-1)/d, (h+d-1)/d) // DecodeScaled's size
+		}
+		win, planned = t.prepare(p), true
+		return d, win
 	})
 	if err != nil {
 		return err
 	}
-	if denom == 1 {
-		t.Apply(img, seed, dst) // PNGs: plan was not called
+	if !planned {
+		t.Apply(img, seed, dst) // PNGs: decoded whole
 		return nil
 	}
-	b := img.Bounds()
-	t.applyImage(img, p.scaled(denom, b.Dx(), b.Dy()), dst)
+	// img holds win (and more) in the coordinates of the whole image.
+	cs := 3
+	if t.cfg.Channels == 1 || isGray(img) {
+		cs = 1
+	}
+	t.resample(p, win, cs, func(r image.Rectangle) ([]uint8, int) {
+		t.region = grow(t.region, r.Dx()*r.Dy()*cs)
+		toPixels(img, r, cs, t.region)
+		return t.region, r.Dx() * cs
+	}, dst)
 	return nil
 }
 

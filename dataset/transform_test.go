@@ -10,9 +10,13 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	ijpeg "github.com/ringtrain/ringtrain/internal/jpeg"
 )
 
 func uniformImage(kind string, w, h int, c color.NRGBA) []byte {
@@ -440,4 +444,107 @@ func readF32(t *testing.T, path string) []float32 {
 		out[i] = math.Float32frombits(uint32(raw[4*i]) | uint32(raw[4*i+1])<<8 | uint32(raw[4*i+2])<<16 | uint32(raw[4*i+3])<<24)
 	}
 	return out
+}
+
+// regionTestJPEGs are the darknet photos (when installed), internal/jpeg's
+// test images (4:4:4, 4:2:2, 4:2:0, grayscale, progressive; partial MCUs)
+// and some of the standard library's (4:1:1, 4:4:0, restart intervals,
+// RGB, CMYK).
+func regionTestJPEGs(t *testing.T) map[string][]byte {
+	files, _ := filepath.Glob("/usr/share/darknet/data/*.jpg")
+	m, _ := filepath.Glob("../internal/jpeg/testdata/*.jpg")
+	files = append(files, m...)
+	root := os.Getenv("GOROOT")
+	if root == "" {
+		if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+			root = strings.TrimSpace(string(out))
+		}
+	}
+	for _, f := range []string{"video-001.q50.411.jpeg", "video-001.q50.440.progressive.jpeg", "video-001.restart2.jpeg",
+		"video-001.rgb.jpeg", "video-001.cmyk.jpeg", "video-005.gray.q50.2x2.jpeg"} {
+		files = append(files, filepath.Join(root, "src", "image", "testdata", f))
+	}
+	out := map[string][]byte{}
+	for _, f := range files {
+		d, err := os.ReadFile(f)
+		if err != nil {
+			t.Logf("%v (skipped)", err)
+			continue
+		}
+		out[filepath.Base(f)] = d
+	}
+	if len(out) < 8 {
+		t.Fatalf("only %d test JPEGs", len(out))
+	}
+	return out
+}
+
+// The pure-Go DecodeApply decodes only the region that resampling reads
+// (internal/jpeg's DecodeRegion), and its output is exactly that of the
+// whole image decoded at the same scale and resampled: bit for bit, for
+// training and evaluation, with and without DCTScale, 1 and 3 channels.
+func TestDecodeApplyRegionExact(t *testing.T) {
+	cfgs := []TransformConfig{
+		{Size: 64, Train: true},
+		{Size: 64},
+		{Size: 224, Train: true, DCTScale: true, Preprocess: Torch},
+		{Size: 224, DCTScale: true, Preprocess: Torch},
+		{Size: 32, Channels: 1, Train: true, DCTScale: true, ScaleMin: 0.02},
+	}
+	cropped, n := 0, 0
+	for name, data := range regionTestJPEGs(t) {
+		for _, cfg := range cfgs {
+			tr, err := NewTransformer(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seeds := []uint64{1}
+			if cfg.Train {
+				seeds = []uint64{1, 2, 3}
+			}
+			want, got := make([]float32, tr.Config().SampleLen()), make([]float32, tr.Config().SampleLen())
+			for _, seed := range seeds {
+				// Reference: the whole image at the plan's scale, then resampled.
+				c, err := jpeg.DecodeConfig(bytes.NewReader(data))
+				if err != nil {
+					t.Fatal(err)
+				}
+				p := tr.plan(c.Width, c.Height, seed)
+				d := tr.dctDenom(p)
+				whole, err := ijpeg.DecodeScaled(bytes.NewReader(data), d)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				if d > 1 {
+					p = p.scaled(d, whole.Bounds().Dx(), whole.Bounds().Dy())
+				}
+				win := tr.prepare(p)
+				if !win.In(whole.Bounds()) {
+					t.Fatalf("%s: window %v outside %v", name, win, whole.Bounds())
+				}
+				tr.applyImage(whole, p, want)
+				if err := tr.decodeApplyGo(data, name, seed, got); err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("%s %+v seed %d (1/%d, window %v of %v): output differs from the whole image's", name, cfg, seed, d, win, whole.Bounds())
+				}
+				// What was decoded: the region around the window.
+				img, err := decodeImage(data, name, func(w, h int) (int, image.Rectangle) { return d, win })
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b := img.Bounds(); !win.In(b) {
+					t.Errorf("%s: decoded %v, window %v", name, b, win)
+				} else if b != whole.Bounds() {
+					cropped++
+				}
+				n++
+			}
+		}
+	}
+	t.Logf("%d outputs identical, %d from a region smaller than the image", n, cropped)
+	if cropped < n/3 {
+		t.Errorf("only %d of %d decodes were of a smaller region", cropped, n)
+	}
 }
