@@ -159,8 +159,18 @@ func move(d, s []float32) {
 func Col2im(g ConvGeom, col, img []float32) { Col2imLd(g, col, img, g.OH*g.OW) }
 
 // Col2imLd is Col2im from a wider matrix whose rows are ld apart.
+//
+// For stride 1 with OW = W it zeroes the entries of col whose input lies
+// outside the image (they contribute nothing), so that each row folds back
+// as one contiguous add: col is scratch to the caller. Adding those zeros
+// can turn a −0 sum into +0; every other value is bitwise what the
+// per-row loop gives, contributions arriving in the same order.
 func Col2imLd(g ConvGeom, col, img []float32, ld int) {
 	ohw := g.OH * g.OW
+	if g.SH == 1 && g.SW == 1 && g.OW == g.W {
+		col2imShifted(g, col, img, ld)
+		return
+	}
 	var buf [16]colSpan
 	spans := colSpans(g, buf[:0])
 	for c := 0; c < g.C; c++ {
@@ -180,15 +190,45 @@ func Col2imLd(g ConvGeom, col, img []float32, ld int) {
 					src := row[oy*g.OW:][lo:hi]
 					if g.SW == 1 {
 						d := dst[lo+off : hi+off]
-						for i, v := range src {
-							d[i] += v
-						}
+						Add(d, d, src)
 						continue
 					}
 					for i, v := range src {
 						dst[(lo+i)*g.SW+off] += v
 					}
 				}
+			}
+		}
+	}
+}
+
+// col2imShifted is im2colShifted's adjoint: img += each row shifted back.
+func col2imShifted(g ConvGeom, col, img []float32, ld int) {
+	ohw, plane := g.OH*g.OW, g.H*g.W
+	W := g.W
+	for c := 0; c < g.C; c++ {
+		dst := img[c*plane:][:plane]
+		for ki := 0; ki < g.KH; ki++ {
+			dy := ki*g.DH - g.PH
+			y0, y1 := max(0, -dy), min(g.OH, g.H-dy)
+			for kj := 0; kj < g.KW; kj++ {
+				dx := kj*g.DW - g.PW
+				x0, x1 := max(0, -dx), min(W, W-dx)
+				if y0 >= y1 || x0 >= x1 {
+					continue
+				}
+				row := col[((c*g.KH+ki)*g.KW+kj)*ld:][:ohw]
+				if dx != 0 {
+					for oy := y0; oy < y1; oy++ {
+						r := row[oy*W:][:W]
+						zero(r[:x0])
+						zero(r[x1:])
+					}
+				}
+				d := dy*W + dx
+				a, b := y0*W+x0, y1*W-(W-x1)
+				out := dst[a+d : b+d]
+				Add(out, out, row[a:b])
 			}
 		}
 	}

@@ -293,3 +293,41 @@ func TestIm2colRandomGeoms(t *testing.T) {
 		}
 	}
 }
+
+// TestCol2imRandomGeoms: Col2im against the per-element reference on the
+// geometries of TestIm2colRandomGeoms (equal as numbers: the shifted path
+// may add +0 where the reference adds nothing).
+func TestCol2imRandomGeoms(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 19))
+	for it := 0; it < 400; it++ {
+		c, h, w := 1+rng.IntN(3), 1+rng.IntN(9), 1+rng.IntN(9)
+		kh, kw := 1+rng.IntN(5), 1+rng.IntN(5)
+		dh, dw := 1+rng.IntN(2), 1+rng.IntN(2)
+		sh, sw := 1, 1
+		var ph, pw int
+		if it%2 == 0 {
+			pw = (kw - 1) * dw / 2
+			if (kw-1)*dw%2 != 0 {
+				kw, pw = 1, 0
+			}
+			ph = rng.IntN(kh * dh)
+		} else {
+			sh, sw, ph, pw = 1+rng.IntN(3), 1+rng.IntN(3), rng.IntN(4), rng.IntN(4)
+		}
+		g := NewConvGeom(c, h, w, kh, kw, sh, sw, ph, pw, dh, dw)
+		if g.OH <= 0 || g.OW <= 0 {
+			continue
+		}
+		col := randSlice(rng, g.ColRows()*g.ColCols())
+		ref := append([]float32(nil), col...)
+		base := randSlice(rng, c*h*w)
+		got, want := append([]float32(nil), base...), append([]float32(nil), base...)
+		Col2im(g, col, got)
+		col2imRef(g, ref, want)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%+v: Col2im img[%d] = %g, reference %g", g, i, got[i], want[i])
+			}
+		}
+	}
+}
