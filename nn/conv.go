@@ -33,6 +33,7 @@ type Conv2D struct {
 	Weight, Bias *Param
 	geom         kernels.ConvGeom
 	direct       bool // 1×1, stride 1, no padding: no im2col needed
+	taps         taps // the kernel window that ever reads the input, when smaller than the kernel
 	out, dx      buf
 	x            *tensor.Dense
 	chunkLimit   int      // floats per batched im2col matrix; 0 = chunkFloats
@@ -208,9 +209,97 @@ func (c *Conv2D) Build(b *Builder, in Shape) (Shape, error) {
 		return nil, fmt.Errorf("Conv2D: input shape %v is too small for kernel %dx%d (dilation %dx%d, padding %dx%d)",
 			in, cfg.KH, cfg.KW, cfg.DilH, cfg.DilW, cfg.PadH, cfg.PadW)
 	}
+	c.taps = taps{}
+	if t, rg, ok := liveTaps(g); ok {
+		c.taps, g = t, rg
+		c.taps.w = make([]float32, cfg.Out*g.ColRows())
+		c.taps.dw = make([]float32, cfg.Out*g.ColRows())
+	}
 	c.geom = g
-	c.direct = cfg.KH == 1 && cfg.KW == 1 && cfg.StrideH == 1 && cfg.StrideW == 1 && cfg.PadH == 0 && cfg.PadW == 0
+	c.direct = g.KH == 1 && g.KW == 1 && g.SH == 1 && g.SW == 1 && g.PH == 0 && g.PW == 0
 	return Shape{cfg.Out, g.OH, g.OW}, nil
+}
+
+// taps is the part [ki0, ki1)×[kj0, kj1) of a kernel whose taps read the
+// input for some output; the taps outside it only ever see zero padding
+// (a 3×3 padded convolution on a 1×1 map, ResNet's last stage at 32×32
+// input, uses its centre tap only). The convolution then runs as one with
+// that smaller kernel, skipping the GEMM work on padding as oneDNN does:
+// w holds the live weights, gathered each forward, dw their gradient,
+// added into the full one after backward.
+type taps struct {
+	ki0, ki1, kj0, kj1 int
+	w, dw              []float32
+}
+
+// liveTaps finds the live window of g's kernel and the geometry of the
+// convolution with only those taps; ok is false when every tap is live or
+// the window cannot be expressed as a plain convolution.
+func liveTaps(g kernels.ConvGeom) (t taps, rg kernels.ConvGeom, ok bool) {
+	live := func(k, out, stride, dil, pad, size int) bool {
+		for o := 0; o < out; o++ {
+			if i := o*stride + k*dil - pad; i >= 0 && i < size {
+				return true
+			}
+		}
+		return false
+	}
+	span := func(kn, out, stride, dil, pad, size int) (lo, hi int, ok bool) {
+		lo, hi = -1, -1
+		for k := 0; k < kn; k++ {
+			if live(k, out, stride, dil, pad, size) {
+				if lo < 0 {
+					lo = k
+				} else if hi != k {
+					return 0, 0, false // a dead tap between live ones
+				}
+				hi = k + 1
+			}
+		}
+		return lo, hi, lo >= 0
+	}
+	ki0, ki1, okH := span(g.KH, g.OH, g.SH, g.DH, g.PH, g.H)
+	kj0, kj1, okW := span(g.KW, g.OW, g.SW, g.DW, g.PW, g.W)
+	if !okH || !okW || (ki1-ki0 == g.KH && kj1-kj0 == g.KW) {
+		return taps{}, g, false
+	}
+	ph, pw := g.PH-ki0*g.DH, g.PW-kj0*g.DW
+	rg = kernels.NewConvGeom(g.C, g.H, g.W, ki1-ki0, kj1-kj0, g.SH, g.SW, ph, pw, g.DH, g.DW)
+	if ph < 0 || pw < 0 || rg.OH != g.OH || rg.OW != g.OW {
+		return taps{}, g, false
+	}
+	return taps{ki0: ki0, ki1: ki1, kj0: kj0, kj1: kj1}, rg, true
+}
+
+// liveWeights is the weight matrix the GEMMs use: the full one, or the
+// live taps gathered from it.
+func (c *Conv2D) liveWeights() []float32 {
+	t := c.taps
+	if t.w == nil {
+		return c.Weight.Data
+	}
+	kw, n := t.kj1-t.kj0, 0
+	for oc := 0; oc < c.cfg.Out*c.geom.C; oc++ { // every (output, input) channel pair
+		k := c.Weight.Data[oc*c.cfg.KH*c.cfg.KW:]
+		for ki := t.ki0; ki < t.ki1; ki++ {
+			n += copy(t.w[n:n+kw], k[ki*c.cfg.KW+t.kj0:])
+		}
+	}
+	return t.w
+}
+
+// addLiveGrad adds the live taps' gradient into the full weight gradient.
+func (c *Conv2D) addLiveGrad() {
+	t := c.taps
+	kw, n := t.kj1-t.kj0, 0
+	for oc := 0; oc < c.cfg.Out*c.geom.C; oc++ {
+		k := c.Weight.Grad[oc*c.cfg.KH*c.cfg.KW:]
+		for ki := t.ki0; ki < t.ki1; ki++ {
+			row := k[ki*c.cfg.KW+t.kj0:][:kw]
+			kernels.Add(row, row, t.dw[n:n+kw])
+			n += kw
+		}
+	}
 }
 
 // chunkFloats bounds the im2col matrix of one batched GEMM (16 MiB): enough
@@ -257,7 +346,7 @@ func (c *Conv2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 	n := batch(x)
 	g, cfg := c.geom, c.cfg
 	y := c.out.get(n, Shape{cfg.Out, g.OH, g.OW})
-	xd, yd, w := f32(x), f32(y), c.Weight.Data
+	xd, yd, w := f32(x), f32(y), c.liveWeights()
 	inSz, outSz, ohw := cfg.In*g.H*g.W, cfg.Out*g.OH*g.OW, g.OH*g.OW
 	og, kg, gsz := cfg.Out/cfg.Groups, g.ColRows(), g.C*g.H*g.W
 	nc := c.chunk(n)
@@ -301,6 +390,11 @@ func (c *Conv2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense
 	n := batch(dy)
 	g, cfg := c.geom, c.cfg
 	xd, dyd, w := f32(c.x), f32(dy), c.Weight.Data
+	dw := c.Weight.Grad
+	if c.taps.w != nil {
+		w, dw = c.taps.w, c.taps.dw // gathered by Forward
+		clear(dw)
+	}
 	inSz, outSz, ohw := cfg.In*g.H*g.W, cfg.Out*g.OH*g.OW, g.OH*g.OW
 	og, kg, gsz := cfg.Out/cfg.Groups, g.ColRows(), g.C*g.H*g.W
 	wantW := c.Weight.Trainable
@@ -349,7 +443,7 @@ func (c *Conv2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense
 					col = s.scratch(scratchCol, kg*cld)
 					c.unf.do(s, g, cn, xd[c0*inSz+gi*gsz:], col, inSz, cld, false)
 				}
-				s.Pool.Sgemm(false, true, og, kg, cols, 1, dyg, ld, col, cld, 1, c.Weight.Grad[gi*og*kg:], kg)
+				s.Pool.Sgemm(false, true, og, kg, cols, 1, dyg, ld, col, cld, 1, dw[gi*og*kg:], kg)
 			}
 			if !needDx {
 				continue
@@ -362,6 +456,9 @@ func (c *Conv2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense
 			s.Pool.Sgemm(true, false, kg, cols, og, 1, wg, kg, dyg, ld, 0, dcol, cld)
 			c.unf.do(s, g, cn, dxd[c0*inSz+gi*gsz:], dcol, inSz, cld, true)
 		}
+	}
+	if wantW && c.taps.w != nil {
+		c.addLiveGrad()
 	}
 	s.gradDone(c.Weight, c.Bias)
 	return dx
