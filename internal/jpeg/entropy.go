@@ -8,7 +8,8 @@ package jpeg
 // one block, coefficients zig..zigEnd (zigEnd >= zig), unchanged in what it
 // computes; it keeps the bit accumulator in locals while at least 16 bits
 // are buffered (fillBits tops it up) and uses the byte-wise methods only
-// near a 0xff byte or the end of the buffer.
+// near a 0xff byte or the end of the buffer. Most codes and their
+// coefficients take one look-up in h.fast.
 func (d *decoder) decodeAC(b *block, h *huffman, zig, zigEnd int32, al uint32) error {
 	if h.nCodes == 0 {
 		return FormatError("uninitialized Huffman table")
@@ -22,7 +23,23 @@ func (d *decoder) decodeAC(b *block, h *huffman, zig, zigEnd int32, al uint32) e
 		}
 		var value uint8
 		if n >= maxCodeLength {
-			if v := h.lut[(a>>uint32(n-lutSize))&0xff]; v != 0 {
+			e := h.fast[(a>>uint32(n-fastBits))&(1<<fastBits-1)]
+			if t := int32(e>>fastTotShift) & fastLenMask; t != 0 {
+				// Code and coefficient in one look-up (buildFast).
+				zig += int32(e >> (fastSymShift + 4) & 0x0f)
+				if zig > zigEnd {
+					n -= int32(e & fastLenMask) // the code only, as below
+					break
+				}
+				n -= t
+				b[unzig[zig&63]&63] = int32(e) >> fastValShift << al
+				zig++
+				continue
+			}
+			if e != 0 {
+				n -= int32(e & fastLenMask)
+				value = uint8(e >> fastSymShift)
+			} else if v := h.lut[(a>>uint32(n-lutSize))&0xff]; v != 0 {
 				n -= int32(v&0xff) - 1
 				value = uint8(v >> 8)
 			} else {
@@ -102,4 +119,28 @@ func (d *decoder) decodeAC(b *block, h *huffman, zig, zigEnd int32, al uint32) e
 	}
 	d.bits.a, d.bits.n = a, n
 	return nil
+}
+
+// decodeDC decodes a DC difference with table h (section F.2.2.1): what
+// processSOS did with decodeHuffman and receiveExtend, in one h.fast
+// look-up when the code and its bits are buffered and short enough.
+func (d *decoder) decodeDC(h *huffman) (int32, error) {
+	if d.bits.n < maxCodeLength {
+		d.fillBits()
+	}
+	if d.bits.n >= maxCodeLength {
+		e := h.fast[(d.bits.a>>uint32(d.bits.n-fastBits))&(1<<fastBits-1)]
+		if t := int32(e>>fastTotShift) & fastLenMask; t != 0 {
+			d.bits.n -= t
+			return int32(e) >> fastValShift, nil
+		}
+	}
+	value, err := d.decodeHuffman(h)
+	if err != nil {
+		return 0, err
+	}
+	if value > 16 {
+		return 0, UnsupportedError("excessive DC component")
+	}
+	return d.receiveExtend(value)
 }

@@ -36,6 +36,71 @@ type huffman struct {
 	maxCodes [maxCodeLength]int32
 	// valsIndices[i] is the index into vals of minCodes[i].
 	valsIndices [maxCodeLength]int32
+	// fast is what decoding the next fastBits bits gives (fastEntry), for
+	// the AC loop and DC terms; 0 where the code is longer.
+	fast [1 << fastBits]uint32
+}
+
+// fastBits is the look-ahead of huffman.fast: codes up to this long, with
+// their coefficient's bits when those fit too, take one look-up.
+const fastBits = 10
+
+// A fast entry packs, for one fastBits-bit prefix: the code length L (bits
+// 0-4), the decoded value (the symbol, bits 5-12) and, when the symbol's
+// coefficient bits also fit in the prefix (L+s <= fastBits, s > 0), L+s
+// (bits 13-17) and the coefficient, sign-extended (bits 21-31); a DC
+// table's symbol 0 (a zero difference) has L there and value 0.
+const (
+	fastLenMask  = 31
+	fastSymShift = 5
+	fastTotShift = 13
+	fastValShift = 21
+)
+
+// buildFast fills h.fast with what decodeHuffman gives for each prefix of
+// fastBits bits (the 8-bit lut, then the code-by-code search, exactly as
+// they run when that many bits are buffered, malformed tables included),
+// and, for the symbols whose coefficient fits in the prefix, the
+// coefficient (receiveExtend): s = the symbol's low nibble for AC tables
+// (the run is the high one), the symbol itself for DC tables.
+func (h *huffman) buildFast(ac bool) {
+	for p := range uint32(1 << fastBits) {
+		h.fast[p] = 0
+		var l, sym uint32
+		if v := h.lut[p>>(fastBits-lutSize)]; v != 0 {
+			l, sym = uint32(v&0xff)-1, uint32(v>>8)
+		} else {
+			for i, code := 0, int32(0); i < fastBits; i++ {
+				code |= int32(p>>(fastBits-1-i)) & 1
+				if code <= h.maxCodes[i] {
+					j := h.valsIndices[i] + code - h.minCodes[i]
+					if j >= 0 && j < maxNCodes {
+						l, sym = uint32(i+1), uint32(h.vals[j])
+					}
+					break
+				}
+				code <<= 1
+			}
+		}
+		if l == 0 {
+			continue // longer code, or a malformed table: decodeHuffman decides
+		}
+		e := l | sym<<fastSymShift
+		s := sym & 0x0f
+		if !ac {
+			s = sym
+		}
+		if !ac && s == 0 {
+			e |= l << fastTotShift // a zero DC difference: no bits follow
+		} else if s != 0 && s <= 15 && l+s <= fastBits {
+			x := int32(p>>(fastBits-l-s)) & (1<<s - 1)
+			if x < 1<<(s-1) {
+				x += (-1 << s) + 1
+			}
+			e |= (l+s)<<fastTotShift | uint32(x)<<fastValShift
+		}
+		h.fast[p] = e
+	}
 }
 
 // errShortHuffmanData means that an unexpected EOF occurred while decoding
@@ -164,6 +229,7 @@ func (d *decoder) processDHT(n int) error {
 			}
 			c <<= 1
 		}
+		h.buildFast(tc == acTable)
 	}
 	return nil
 }
