@@ -17,7 +17,7 @@ func TestMaxPoolRowsMatchWindows(t *testing.T) {
 		k := 1 + rng.IntN(4)
 		cfg := PoolConfig{KH: k, KW: 1 + rng.IntN(4), StrideH: 1 + rng.IntN(3), StrideW: 1 + rng.IntN(3), CeilMode: rng.IntN(2) == 0}
 		cfg.PadH, cfg.PadW = rng.IntN(cfg.KH/2+1), rng.IntN(cfg.KW/2+1)
-		in := Shape{2, 1 + rng.IntN(9), 1 + rng.IntN(9)}
+		in := Shape{2, 1 + rng.IntN(9), 1 + rng.IntN(40)} // rows past 8: the vector loop
 		m := NewMaxPool(cfg)
 		if _, err := m.Build(nil, in); err != nil {
 			continue

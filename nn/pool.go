@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/ringtrain/ringtrain/nn/kernels"
 	"gorgonia.org/tensor"
 )
 
@@ -141,11 +142,18 @@ func (m *MaxPool2D) forwardPlanes(lo, hi int) {
 				arg[ox] = int32(y0*W + max(ox*c.StrideW-c.PadW, 0))
 				best[ox] = float32(math.Inf(-1))
 			}
+			sawNaN := false
 			for iy := y0; iy < y1; iy++ {
 				row := xp[iy*W : (iy+1)*W]
 				for kx := 0; kx < c.KW; kx++ {
 					off := kx - c.PadW
 					lo, hi := poolValidRange(OW, c.StrideW, off, W)
+					if c.StrideW == 1 { // contiguous: the vector loop
+						if lo < hi && kernels.MaxTap(best[lo:hi], arg[lo:hi], row[lo+off:hi+off], int32(iy*W+lo+off)) {
+							sawNaN = true
+						}
+						continue
+					}
 					for ox := lo; ox < hi; ox++ {
 						ix := ox*c.StrideW + off
 						v := row[ix]
@@ -157,7 +165,7 @@ func (m *MaxPool2D) forwardPlanes(lo, hi int) {
 				}
 			}
 			for ox, a := range arg {
-				if b := best[ox]; b != b {
+				if b := best[ox]; b != b || sawNaN {
 					y[ox], arg[ox] = m.window(xp, oy, ox)
 					continue
 				}

@@ -185,3 +185,27 @@ func SGDMomentum(w, g, b []float32, wd, mu, damp, lr float32, decay bool) {
 		w[i] -= float32(lr * b[i])
 	}
 }
+
+// MaxTap is one tap of a stride-1 max pooling swept over a row of outputs:
+// for each i, where src[i] > best[i] it sets arg[i] = idx0 + i; best[i]
+// becomes the larger of the two. It reports whether src held a NaN, whose
+// windows the caller must then redo by PyTorch's rule (the last NaN wins):
+// best is not meaningful for them.
+func MaxTap(best []float32, arg []int32, src []float32, idx0 int32) (nan bool) {
+	best, arg = best[:len(src)], arg[:len(src)]
+	i := 0
+	if n := len(src) &^ 7; vecOK && n > 0 {
+		nan, i = maxTapVec(&best[0], &arg[0], &src[0], n, idx0), n
+	}
+	for ; i < len(src); i++ {
+		v := src[i]
+		if v > best[i] {
+			arg[i] = idx0 + int32(i)
+		}
+		if v != v {
+			nan = true
+		}
+		best[i] = max(best[i], v)
+	}
+	return nan
+}

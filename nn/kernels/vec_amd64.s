@@ -321,3 +321,54 @@ sgd_nodecay:
 sgd_done:
 	VZEROUPPER
 	RET
+
+DATA lanes<>+0(SB)/4, $0
+DATA lanes<>+4(SB)/4, $1
+DATA lanes<>+8(SB)/4, $2
+DATA lanes<>+12(SB)/4, $3
+DATA lanes<>+16(SB)/4, $4
+DATA lanes<>+20(SB)/4, $5
+DATA lanes<>+24(SB)/4, $6
+DATA lanes<>+28(SB)/4, $7
+GLOBL lanes<>(SB), RODATA|NOPTR, $32
+
+// func maxTapVec(best *float32, arg *int32, src *float32, n int, idx0 int32) (nan bool)
+// One max-pooling tap over n outputs: where src[i] > best[i] (ordered),
+// arg[i] = idx0 + i; best[i] = the larger (best when equal). Reports whether
+// any src[i] is NaN (the caller then redoes those windows by PyTorch's rule).
+TEXT ·maxTapVec(SB), NOSPLIT, $0-41
+	MOVQ best+0(FP), DI
+	MOVQ arg+8(FP), DX
+	MOVQ src+16(FP), SI
+	MOVQ n+24(FP), CX
+	MOVL idx0+32(FP), AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15
+	VPADDD lanes<>(SB), Y15, Y15 // idx0 + lane
+	MOVL $8, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+	VXORPS Y13, Y13, Y13 // NaN lanes seen
+	XORQ BX, BX
+maxtap_loop:
+	CMPQ BX, CX
+	JGE maxtap_done
+	VMOVUPS (SI)(BX*4), Y0 // v
+	VMOVUPS (DI)(BX*4), Y1 // best
+	VCMPPS $0x1e, Y1, Y0, Y2 // v > best, ordered
+	VCMPPS $3, Y0, Y0, Y3    // v is NaN
+	VORPS Y3, Y13, Y13
+	VMOVDQU (DX)(BX*4), Y4
+	VBLENDVPS Y2, Y15, Y4, Y4 // arg = gt ? idx : arg
+	VMOVDQU Y4, (DX)(BX*4)
+	VMAXPS Y0, Y1, Y1 // best > v ? best : v
+	VMOVUPS Y1, (DI)(BX*4)
+	VPADDD Y14, Y15, Y15
+	ADDQ $8, BX
+	JMP maxtap_loop
+maxtap_done:
+	VMOVMSKPS Y13, AX
+	TESTL AX, AX
+	SETNE nan+40(FP)
+	VZEROUPPER
+	RET

@@ -89,6 +89,42 @@ func TestVecMatchesScalar(t *testing.T) {
 			same("SGDMomentum w", n, v, s)
 			same("SGDMomentum buf", n, bv, bs)
 		}
+		for _, noNaN := range []bool{false, true} {
+			src, b0 := gen(n, true), gen(n, true)
+			for i, v := range b0 { // a running maximum is never NaN (MaxTap reports those)
+				if v != v {
+					b0[i] = float32(math.Inf(-1))
+				}
+			}
+			if noNaN {
+				for i, v := range src {
+					if v != v {
+						src[i] = 3
+					}
+				}
+			}
+			var nans [2]bool
+			var args [2][]int32
+			var bests [2][]float32
+			for k, on := range []bool{true, false} {
+				withVec(on, func() {
+					best, arg := append([]float32(nil), b0...), make([]int32, n)
+					for i := range arg {
+						arg[i] = -7
+					}
+					nans[k] = MaxTap(best, arg, src, 100)
+					args[k], bests[k] = arg, best
+				})
+			}
+			if nans[0] != nans[1] {
+				t.Fatalf("MaxTap n=%d: NaN seen %v (AVX2), %v (scalar)", n, nans[0], nans[1])
+			}
+			for i := range src {
+				if args[0][i] != args[1][i] || (!nans[0] && bests[0][i] != bests[1][i]) {
+					t.Fatalf("MaxTap n=%d [%d]: AVX2 %v at %d, scalar %v at %d", n, i, bests[0][i], args[0][i], bests[1][i], args[1][i])
+				}
+			}
+		}
 		// Sums on finite data.
 		fx, fo := gen(n, false), gen(n, false)
 		var a1, a2, c1, c2 float64
