@@ -10,9 +10,14 @@ package jpeg
 // are buffered (fillBits tops it up) and uses the byte-wise methods only
 // near a 0xff byte or the end of the buffer. Most codes and their
 // coefficients take one look-up in h.fast.
-func (d *decoder) decodeAC(b *block, h *huffman, zig, zigEnd int32, al uint32) error {
+//
+// Each coefficient stored is (value << al) * q[zig]: q is the quantization
+// table (zig-zag order) to dequantize as the coefficients are decoded, or
+// ones to store them as they are. nz is the OR of the stored values (zero
+// when no coefficient was, or all came out zero).
+func (d *decoder) decodeAC(b *block, h *huffman, zig, zigEnd int32, al uint32, q *block) (nz int32, err error) {
 	if h.nCodes == 0 {
-		return FormatError("uninitialized Huffman table")
+		return 0, FormatError("uninitialized Huffman table")
 	}
 	a, n := d.bits.a, d.bits.n
 	for zig <= zigEnd {
@@ -32,7 +37,9 @@ func (d *decoder) decodeAC(b *block, h *huffman, zig, zigEnd int32, al uint32) e
 					break
 				}
 				n -= t
-				b[unzig[zig&63]&63] = int32(e) >> fastValShift << al
+				v := (int32(e) >> fastValShift << al) * q[zig&63]
+				b[unzig[zig&63]&63] = v
+				nz |= v
 				zig++
 				continue
 			}
@@ -56,14 +63,14 @@ func (d *decoder) decodeAC(b *block, h *huffman, zig, zigEnd int32, al uint32) e
 				}
 				if i == maxCodeLength {
 					d.bits.a, d.bits.n = a, n
-					return FormatError("bad Huffman code")
+					return 0, FormatError("bad Huffman code")
 				}
 			}
 		} else {
 			d.bits.a, d.bits.n = a, n
 			v, err := d.decodeHuffman(h)
 			if err != nil {
-				return err
+				return 0, err
 			}
 			a, n = d.bits.a, d.bits.n
 			value = v
@@ -86,12 +93,14 @@ func (d *decoder) decodeAC(b *block, h *huffman, zig, zigEnd int32, al uint32) e
 				d.bits.a, d.bits.n = a, n
 				x, err := d.receiveExtend(val1)
 				if err != nil {
-					return err
+					return 0, err
 				}
 				a, n = d.bits.a, d.bits.n
 				ac = x
 			}
-			b[unzig[zig&63]&63] = ac << al // zig <= zigEnd < 64
+			v := (ac << al) * q[zig&63] // zig <= zigEnd < 64
+			b[unzig[zig&63]&63] = v
+			nz |= v
 		} else {
 			if val0 != 0x0f {
 				eob := uint16(1 << val0)
@@ -104,7 +113,7 @@ func (d *decoder) decodeAC(b *block, h *huffman, zig, zigEnd int32, al uint32) e
 						d.bits.a, d.bits.n = a, n
 						bits, err := d.decodeBits(t)
 						if err != nil {
-							return err
+							return 0, err
 						}
 						a, n = d.bits.a, d.bits.n
 						eob |= uint16(bits)
@@ -118,7 +127,7 @@ func (d *decoder) decodeAC(b *block, h *huffman, zig, zigEnd int32, al uint32) e
 		zig++
 	}
 	d.bits.a, d.bits.n = a, n
-	return nil
+	return nz, nil
 }
 
 // decodeDC decodes a DC difference with table h (section F.2.2.1): what

@@ -208,7 +208,11 @@ func (d *decoder) processSOS(n int) error {
 
 	d.bits = bits{}
 	mcu, expectedRST := 0, uint8(rst0Marker)
+	// dq: full-size sequential blocks are dequantized as they are decoded
+	// (decodeAC), nz noting any nonzero AC term.
+	dq := !d.progressive && d.scale == 1
 	var (
+		nz int32
 		// b is the decoded coefficients, in natural (not zig-zag) order.
 		b  block
 		dc [maxComponents]int32
@@ -268,6 +272,7 @@ func (d *decoder) processSOS(n int) error {
 					} else {
 						b = block{}
 					}
+					nz = 0
 
 					if ah != 0 {
 						if err := d.refine(&b, &d.huff[acTable][scan[i].ta], zigStart, zigEnd, 1<<al); err != nil {
@@ -291,7 +296,12 @@ func (d *decoder) processSOS(n int) error {
 						} else {
 							// Decode the AC coefficients, as specified in section F.2.2.2.
 							if zig <= zigEnd {
-								if err := d.decodeAC(&b, &d.huff[acTable][scan[i].ta], zig, zigEnd, al); err != nil {
+								q := &ones
+								if dq {
+									q = &d.quant[d.comp[compIndex].tq]
+								}
+								var err error
+								if nz, err = d.decodeAC(&b, &d.huff[acTable][scan[i].ta], zig, zigEnd, al, q); err != nil {
 									return err
 								}
 							}
@@ -312,6 +322,14 @@ func (d *decoder) processSOS(n int) error {
 					}
 					if r0, r1 := d.rb0[compIndex], d.rb1[compIndex]; bx < r0.X || by < r0.Y || bx >= r1.X || by >= r1.Y {
 						continue // outside the region: decoded, discarded
+					}
+					if dq {
+						// Dequantized as decoded (the same products).
+						b[0] *= d.quant[d.comp[compIndex].tq][0]
+						if err := d.reconstructDequantized(&b, nz != 0, bx, by, int(compIndex)); err != nil {
+							return err
+						}
+						continue
 					}
 					if err := d.reconstructBlock(&b, bx, by, int(compIndex)); err != nil {
 						return err
@@ -482,24 +500,9 @@ func (d *decoder) reconstructProgressiveImage() error {
 // are in the whole image's blocks; the buffers start at block d.rb0.
 func (d *decoder) reconstructBlock(b *block, bx, by, compIndex int) error {
 	bw, bh := d.bw[compIndex], d.bh[compIndex]
-	bx -= d.rb0[compIndex].X
-	by -= d.rb0[compIndex].Y
-	dst, stride := []byte(nil), 0
-	if d.nComp == 1 {
-		dst, stride = d.img1.Pix[bh*by*d.img1.Stride+bw*bx:], d.img1.Stride
-	} else {
-		switch compIndex {
-		case 0:
-			dst, stride = d.img3.Y[bh*by*d.img3.YStride+bw*bx:], d.img3.YStride
-		case 1:
-			dst, stride = d.img3.Cb[bh*by*d.img3.CStride+bw*bx:], d.img3.CStride
-		case 2:
-			dst, stride = d.img3.Cr[bh*by*d.img3.CStride+bw*bx:], d.img3.CStride
-		case 3:
-			dst, stride = d.blackPix[bh*by*d.blackStride+bw*bx:], d.blackStride
-		default:
-			return UnsupportedError("too many components")
-		}
+	dst, stride, err := d.blockDst(bx, by, compIndex)
+	if err != nil {
+		return err
 	}
 	n := bw
 	if bw != bh {
@@ -528,7 +531,47 @@ func (d *decoder) reconstructBlock(b *block, bx, by, compIndex int) error {
 		b[i] *= qt[i]
 		ac |= b[i]
 	}
-	if ac == 0 {
+	store8x8(b, ac != 0, dst, stride)
+	return nil
+}
+
+// reconstructDequantized is reconstructBlock at full size for a block
+// already dequantized, with or without AC terms.
+func (d *decoder) reconstructDequantized(b *block, ac bool, bx, by, compIndex int) error {
+	dst, stride, err := d.blockDst(bx, by, compIndex)
+	if err != nil {
+		return err
+	}
+	store8x8(b, ac, dst, stride)
+	return nil
+}
+
+// blockDst is where block bx, by (whole-image block units) of component
+// compIndex goes, and the row stride there.
+func (d *decoder) blockDst(bx, by, compIndex int) ([]byte, int, error) {
+	bw, bh := d.bw[compIndex], d.bh[compIndex]
+	bx -= d.rb0[compIndex].X
+	by -= d.rb0[compIndex].Y
+	if d.nComp == 1 {
+		return d.img1.Pix[bh*by*d.img1.Stride+bw*bx:], d.img1.Stride, nil
+	}
+	switch compIndex {
+	case 0:
+		return d.img3.Y[bh*by*d.img3.YStride+bw*bx:], d.img3.YStride, nil
+	case 1:
+		return d.img3.Cb[bh*by*d.img3.CStride+bw*bx:], d.img3.CStride, nil
+	case 2:
+		return d.img3.Cr[bh*by*d.img3.CStride+bw*bx:], d.img3.CStride, nil
+	case 3:
+		return d.blackPix[bh*by*d.blackStride+bw*bx:], d.blackStride, nil
+	}
+	return nil, 0, UnsupportedError("too many components")
+}
+
+// store8x8 runs image/jpeg's IDCT on dequantized b (ac: some AC term is
+// nonzero) and stores the 8×8 pixels.
+func store8x8(b *block, ac bool, dst []byte, stride int) {
+	if !ac {
 		// What idct computes for a lone DC term, everywhere.
 		c := pixel8(((b[0]<<17 + 1<<19) >> 2) >> 18)
 		for y := range 8 {
@@ -537,27 +580,30 @@ func (d *decoder) reconstructBlock(b *block, bx, by, compIndex int) error {
 				row[x] = c
 			}
 		}
-		return nil
+		return
 	}
 	idct(b)
 	// Level shift by +128, clip to [0, 255], and write to dst.
 	for y := 0; y < 8; y++ {
 		row := dst[y*stride : y*stride+8 : y*stride+8]
-		for x, c := range b[8*y : 8*y+8 : 8*y+8] {
-			row[x] = pixel8(c)
-		}
+		c := (*[8]int32)(b[8*y : 8*y+8])
+		row[0], row[1], row[2], row[3] = pixel8(c[0]), pixel8(c[1]), pixel8(c[2]), pixel8(c[3])
+		row[4], row[5], row[6], row[7] = pixel8(c[4]), pixel8(c[5]), pixel8(c[6]), pixel8(c[7])
 	}
-	return nil
 }
+
+// ones leaves coefficients as decoded (decodeAC's q).
+var ones = func() (b block) {
+	for i := range b {
+		b[i] = 1
+	}
+	return b
+}()
 
 // pixel8 level-shifts an IDCT output by 128 and clips it to [0, 255], as
 // image/jpeg's reconstructBlock does.
 func pixel8(c int32) uint8 {
-	c += 128
-	if uint32(c) > 255 {
-		return uint8(^(c >> 31))
-	}
-	return uint8(c)
+	return uint8(min(max(c+128, 0), 255)) // branch-free (CMOV)
 }
 
 // findRST advances past the next RST restart marker that matches expectedRST.
