@@ -63,7 +63,10 @@ func BenchmarkDecodeAugment(b *testing.B) {
 		imgs func(*testing.B) [][]byte
 		cfg  TransformConfig
 	}{
-		{"darknet/train224", benchImages, TransformConfig{Size: 224, Train: true, Preprocess: Torch}},
+		// Exact decodes ("Go pure" in scripts/bench_decode.py; training
+		// needs NoDCTScale for that since DCTScale became its default) and
+		// DCT-scaled ones (-dct, "+DCT").
+		{"darknet/train224", benchImages, TransformConfig{Size: 224, Train: true, Preprocess: Torch, NoDCTScale: true}},
 		{"darknet/eval224", benchImages, TransformConfig{Size: 224, Preprocess: Torch}},
 		{"darknet/train224-dct", benchImages, TransformConfig{Size: 224, Train: true, Preprocess: Torch, DCTScale: true}},
 		{"darknet/eval224-dct", benchImages, TransformConfig{Size: 224, Preprocess: Torch, DCTScale: true}},

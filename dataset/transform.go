@@ -97,19 +97,29 @@ type TransformConfig struct {
 	Preprocess    Preprocess
 	// DCTScale lets JPEGs decode at 1/2, 1/4 or 1/8 size in the DCT domain
 	// when the crop is that much larger than Size (both builds pick the same
-	// scale, see DecodeApply): much less decode work for large photos.
+	// scale, see DecodeApply): much less decode work for large photos. The
+	// scaled decode is close to a full decode averaged over the scale's
+	// boxes (~0.3-0.6/255 mean), a prefilter before a resize that shrinks
+	// by at least as much again.
 	//
-	// It stays opt-in, for evaluation too. The scaled decode itself is close
-	// to a full decode averaged over the scale's boxes (~0.3-0.6/255 mean),
-	// but that box prefilter blurs the resize: on the darknet photos it
-	// applies to (4 of 7 at Size 224, all at 1/2), eval tensors move
-	// 0.5-2.3/255 mean (max 34/255 pure Go, 49/255 libjpeg) from
-	// torchvision's Resize+CenterCrop, where the exact path stays within
-	// 0.3-0.6/255 mean. Eval accuracy and predict/features
+	// Training transforms have it by default (WithDefaults sets it when
+	// Train, unless NoDCTScale), as PIL's draft mode would: RandomResizedCrop
+	// resamples anyway, ringtrain's crops are not torchvision's draws in any
+	// case, and it is 10-15% more images per CPU-second on the darknet
+	// photos (BENCHMARKS.md, issue 5), more on larger images.
+	//
+	// For evaluation it stays opt-in: that box prefilter blurs the resize;
+	// on the darknet photos it applies to (4 of 7 at Size 224, all at 1/2),
+	// eval tensors move 0.5-2.3/255 mean (max 34/255 pure Go, 49/255
+	// libjpeg) from torchvision's Resize+CenterCrop, where the exact path
+	// stays within 0.3-0.6/255 mean. Eval accuracy and predict/features
 	// with imported torchvision weights are compared with torchvision's
-	// preprocessing, so exactness is the default; opt in where throughput
-	// matters more (training input, bulk feature extraction).
+	// preprocessing, so exactness is the default there; opt in where
+	// throughput matters more (bulk feature extraction).
 	DCTScale bool
+	// NoDCTScale keeps training JPEGs at full size (the decode that
+	// evaluation uses by default). It cannot be combined with DCTScale.
+	NoDCTScale bool
 }
 
 // WithDefaults fills zero fields.
@@ -125,6 +135,9 @@ func (c TransformConfig) WithDefaults() TransformConfig {
 	}
 	if c.ResizeShorter == 0 {
 		c.ResizeShorter = (c.Size*256 + 112) / 224
+	}
+	if c.Train && !c.NoDCTScale {
+		c.DCTScale = true
 	}
 	return c
 }
@@ -142,6 +155,8 @@ func (c TransformConfig) Validate() error {
 		return fmt.Errorf("transform: ratio range [%g,%g] invalid", c.RatioMin, c.RatioMax)
 	case c.ResizeShorter < c.Size:
 		return fmt.Errorf("transform: resize %d smaller than crop %d", c.ResizeShorter, c.Size)
+	case c.DCTScale && c.NoDCTScale:
+		return fmt.Errorf("transform: DCTScale and NoDCTScale both set")
 	}
 	return nil
 }
@@ -581,17 +596,18 @@ func clampYCC(v int32) uint8 {
 	return uint8(^(v >> 31))
 }
 
-// DecodeApply decodes data (JPEG or PNG) and transforms it into dst.
-// The crop is planned from the JPEG header, and in the default (pure-Go)
-// build only the MCUs around the pixels that resampling reads are
-// reconstructed (internal/jpeg's DecodeRegion: the rest of the scan is
-// entropy-decoded and dropped, no IDCT); those pixels are a full decode's,
-// so the output is DecodeImage + Apply's, bit for bit. With DCTScale, a JPEG
-// is decoded at the smallest 1/1..1/8 scale that still leaves the crop at
-// least Size pixels (as PIL's draft mode), by internal/jpeg or, with the
-// libjpeg build tag, by libjpeg-turbo (whole image) straight into a reused
-// buffer; both builds pick the same scale. Errors name the object and
-// wrap ErrBadSample.
+// DecodeApply decodes data (JPEG or PNG) and transforms it into dst. The
+// crop is planned from the JPEG header. With DCTScale (the training
+// default), a JPEG is decoded at the smallest 1/1..1/8 scale that still
+// leaves the crop at least Size pixels (as PIL's draft mode); both builds
+// pick the same scale. In the default (pure-Go) build, internal/jpeg then
+// reconstructs only the MCUs around the pixels that resampling reads
+// (DecodeRegion: the rest of the scan is entropy-decoded and dropped, no
+// IDCT); those pixels are a whole decode's at that scale, so without
+// DCTScale the output is DecodeImage + Apply's, bit for bit. With the
+// libjpeg build tag, libjpeg-turbo decodes the whole image (at that scale)
+// straight into a reused buffer. Errors name the object and wrap
+// ErrBadSample.
 func (t *Transformer) DecodeApply(data []byte, name string, seed uint64, dst []float32) error {
 	if haveLibjpeg && isJPEG(data) {
 		if err := t.decodeApplyLibjpeg(data, seed, dst); err == nil {

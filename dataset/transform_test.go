@@ -225,7 +225,7 @@ func TestDecodeApplyMatchesReference(t *testing.T) {
 	inputs = append(inputs, testImage(t, "jpg", 300, 200, 4), testImage(t, "png", 64, 64, 5))
 	for _, dct := range []bool{false, true} {
 		for _, train := range []bool{false, true} {
-			cfg := TransformConfig{Size: 64, Train: train, DCTScale: dct}
+			cfg := TransformConfig{Size: 64, Train: train, DCTScale: dct, NoDCTScale: !dct}
 			tr, _ := NewTransformer(cfg)
 			a, b := make([]float32, 3*64*64), make([]float32, 3*64*64)
 			for i, d := range inputs {
@@ -485,7 +485,8 @@ func regionTestJPEGs(t *testing.T) map[string][]byte {
 // training and evaluation, with and without DCTScale, 1 and 3 channels.
 func TestDecodeApplyRegionExact(t *testing.T) {
 	cfgs := []TransformConfig{
-		{Size: 64, Train: true},
+		{Size: 64, Train: true}, // DCTScale by default
+		{Size: 64, Train: true, NoDCTScale: true},
 		{Size: 64},
 		{Size: 224, Train: true, DCTScale: true, Preprocess: Torch},
 		{Size: 224, DCTScale: true, Preprocess: Torch},
@@ -546,5 +547,31 @@ func TestDecodeApplyRegionExact(t *testing.T) {
 	t.Logf("%d outputs identical, %d from a region smaller than the image", n, cropped)
 	if cropped < n/3 {
 		t.Errorf("only %d of %d decodes were of a smaller region", cropped, n)
+	}
+}
+
+// Training transforms scale in the DCT domain unless NoDCTScale;
+// evaluation only with DCTScale.
+func TestDCTScaleDefault(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  TransformConfig
+		want bool
+	}{
+		{TransformConfig{Size: 8, Train: true}, true},
+		{TransformConfig{Size: 8, Train: true, NoDCTScale: true}, false},
+		{TransformConfig{Size: 8}, false},
+		{TransformConfig{Size: 8, DCTScale: true}, true},
+		{TransformConfig{Size: 8, NoDCTScale: true}, false},
+	} {
+		tr, err := NewTransformer(tc.cfg)
+		if err != nil {
+			t.Fatalf("%+v: %v", tc.cfg, err)
+		}
+		if got := tr.Config().DCTScale; got != tc.want {
+			t.Errorf("%+v: DCTScale %v, want %v", tc.cfg, got, tc.want)
+		}
+	}
+	if _, err := NewTransformer(TransformConfig{Size: 8, DCTScale: true, NoDCTScale: true}); err == nil {
+		t.Error("DCTScale and NoDCTScale both accepted")
 	}
 }

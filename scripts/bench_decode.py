@@ -3,10 +3,12 @@
 Pillow/torchvision, measured in one run (the machines are noisy: compare
 the ratio, not the absolute numbers).
 
-Columns: torchvision; Go pure (internal/jpeg, image/jpeg's decoder forked);
-Go pure with DCTScale (decoding at 1/2..1/8 size in the DCT domain when the
-crop allows, as PIL's draft mode); and the same two with -tags libjpeg
-(libjpeg-turbo through cgo).
+Columns: torchvision; Go pure (internal/jpeg, image/jpeg's decoder forked,
+decoding only the MCUs that the crop reads; the exact decode: NoDCTScale
+for training); Go pure with DCTScale (decoding at 1/2..1/8 size in the DCT
+domain when the crop allows, as PIL's draft mode; the training default
+since issue 5); and the same two with -tags libjpeg (libjpeg-turbo through
+cgo, whole images).
 
 Run from the repository root with Debian's python (python3-pil,
 python3-torchvision):  /usr/bin/python3 scripts/bench_decode.py [--seconds 5]
@@ -19,6 +21,10 @@ go test -cpu 1), per image: decode, then
   mnist eval28 : Resize(28) + CenterCrop(28) + ToTensor (grayscale)
 on the darknet photos (/usr/share/darknet/data/*.jpg) and 2000 MNIST digits
 as PNG files.
+
+--baseline REV adds the default build's two columns at git revision REV
+("Go pure@REV", "Go pure@REV+DCT"), built from `git archive REV`, so that a
+change is measured against its predecessor in the same run.
 
 Two figures per measurement: images per second of CPU time of the process
 (user+system, Python's time.process_time, Go's getrusage; the default, as
@@ -80,12 +86,19 @@ def bench_py(data, tf, mode, seconds):
             return n / (time.process_time() - c0), n / el
 
 
-def build_go(tmp, tags=""):
-    exe = os.path.join(tmp, "dataset_%s.test" % (tags or "purego"))
+def build_go(tmp, tags="", rev=None):
+    exe = os.path.join(tmp, "dataset_%s%s.test" % (tags or "purego", "_" + rev if rev else ""))
     cmd = ["go", "test", "-c", "-o", exe, "./dataset"]
     if tags:
         cmd += ["-tags", tags]
-    subprocess.run(cmd, check=True)
+    cwd = None
+    if rev:
+        # The tree at rev, without the working tree's changes.
+        cwd = os.path.join(tmp, "src_" + rev)
+        os.makedirs(cwd)
+        archive = subprocess.run(["git", "archive", rev], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", cwd], input=archive, check=True)
+    subprocess.run(cmd, check=True, cwd=cwd)
     return exe
 
 
@@ -107,13 +120,14 @@ def bench_go(exe, case, seconds):
 
 def table(title, cols, cases, res, k):
     print(title)
-    print(f"{'case':<18}" + "".join(f"{c:>17}" for c in cols))
+    width = max([17] + [len(c) + 2 for c in cols])
+    print(f"{'case':<18}" + "".join(f"{c:>{width}}" for c in cols))
     for name in cases:
         t = statistics.median(v[k] for v in res[name][cols[0]])
-        row = f"{name:<18}{t:>17.1f}"
+        row = f"{name:<18}{t:>{width}.1f}"
         for c in cols[1:]:
             v = [x[k] for x in res[name][c]]
-            row += f"{'-':>17}" if not v else f"{statistics.median(v):>9.1f} ({statistics.median(v) / t:.2f}x)"
+            row += f"{'-':>{width}}" if not v else f"{statistics.median(v):>{width - 8}.1f} ({statistics.median(v) / t:.2f}x)"
         print(row)
 
 
@@ -124,6 +138,7 @@ def main():
     ap.add_argument("--images", default="/usr/share/darknet/data/*.jpg")
     ap.add_argument("--wall", action="store_true", help="also print the wall-clock table")
     ap.add_argument("--no-libjpeg", action="store_true", help="skip the -tags libjpeg build")
+    ap.add_argument("--baseline", metavar="REV", help="also the default build at git revision REV")
     args = ap.parse_args()
     torch.set_num_threads(1)
     dk = darknet_images(args.images)
@@ -140,6 +155,8 @@ def main():
           f"{args.seconds:g} s per column, median; 1 thread each; load average {os.getloadavg()[0]:.1f}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         builds = {"Go pure": build_go(tmp)}
+        if args.baseline:
+            builds["Go pure@" + args.baseline] = build_go(tmp, rev=args.baseline)
         if not args.no_libjpeg:
             builds["Go+libjpeg"] = build_go(tmp, "libjpeg")
         cols = ["torchvision"]
