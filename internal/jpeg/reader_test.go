@@ -625,6 +625,20 @@ func BenchmarkDecode(b *testing.B) {
 			run(b, func(d []byte) error { _, err := DecodeScaled(bytes.NewReader(d), denom); return err })
 		})
 	}
+	// The central half of the area (side ×0.71), as DecodeApply asks for
+	// a RandomResizedCrop of average size.
+	b.Run("region-half-1-1", func(b *testing.B) {
+		run(b, func(d []byte) error {
+			c, err := DecodeConfig(bytes.NewReader(d))
+			if err != nil {
+				return err
+			}
+			w, h := c.Width*71/100, c.Height*71/100
+			x, y := (c.Width-w)/2, (c.Height-h)/2
+			_, err = DecodeRegion(bytes.NewReader(d), 1, image.Rect(x, y, x+w, y+h))
+			return err
+		})
+	})
 }
 
 func cpuSeconds() float64 {
