@@ -1,7 +1,9 @@
 package kernels
 
 import (
+	"context"
 	"fmt"
+	"runtime/pprof"
 	"sync"
 )
 
@@ -31,6 +33,10 @@ func NewPool(threads int) *Pool {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
+			// Labelled so that a CPU profile tells the pool's threads from
+			// the caller's (pprof -tagfocus pool=worker), which shows the
+			// caller's serial phases.
+			pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("pool", "worker")))
 			for f := range p.work {
 				f()
 			}
