@@ -3,6 +3,7 @@ package kernels
 import (
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestParallelForCoversRangeOnce(t *testing.T) {
@@ -38,5 +39,45 @@ func TestParallelForZeroAllocs(t *testing.T) {
 	p.ParallelFor(64, f)
 	if allocs := testing.AllocsPerRun(50, func() { p.ParallelFor(64, f) }); allocs != 0 {
 		t.Errorf("ParallelFor: %v allocs per call, want 0", allocs)
+	}
+}
+
+func TestSpinDuration(t *testing.T) {
+	for _, tt := range []struct {
+		env  string
+		want time.Duration
+	}{
+		{"", 200 * time.Microsecond},
+		{"0", 0},
+		{"1ms", time.Millisecond},
+		{"50us", 50 * time.Microsecond},
+		{"-1ms", 200 * time.Microsecond}, // invalid: the default, with a warning
+		{"fast", 200 * time.Microsecond},
+	} {
+		if got := spinDuration(tt.env); got != tt.want {
+			t.Errorf("spinDuration(%q) = %v, want %v", tt.env, got, tt.want)
+		}
+	}
+}
+
+// TestPoolWithoutSpin: with spinning off, parts still all run and join.
+func TestPoolWithoutSpin(t *testing.T) {
+	old := spinFor
+	spinFor = 0
+	defer func() { spinFor = old }()
+	p := NewPool(3)
+	defer p.Close()
+	for it := 0; it < 100; it++ {
+		var hits [97]int32
+		p.ParallelFor(len(hits), func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				hits[i]++
+			}
+		})
+		for i, h := range hits {
+			if h != 1 {
+				t.Fatalf("iteration %d: index %d ran %d times", it, i, h)
+			}
+		}
 	}
 }

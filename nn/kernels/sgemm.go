@@ -1,9 +1,6 @@
 package kernels
 
-import (
-	"fmt"
-	"sync"
-)
+import "fmt"
 
 // Sgemm computes C = alpha·op(A)·op(B) + beta·C on row-major matrices, where
 // op(A) is m×k (A is k×m when transA), op(B) is k×n (B is n×k when transB)
@@ -69,12 +66,12 @@ func (p *Pool) sgemmPlanned(pl gemmPlan, transA, transB bool, m, n, k int, alpha
 
 // fork runs parts [0,t) of job, part 0 on the caller, and waits for all.
 func (p *Pool) fork(job *gemmJob, t int) {
-	job.wg.Add(t - 1)
+	job.join.add(t - 1)
 	for i := 1; i < t; i++ {
 		p.work <- job.parts[i].run
 	}
 	job.parts[0].exec()
-	job.wg.Wait()
+	job.join.wait()
 }
 
 // How a call is split across threads.
@@ -175,7 +172,7 @@ type gemmJob struct {
 	a, b, c        []float32
 	lda, ldb, ldc  int
 	parts          []*gemmPart
-	wg             sync.WaitGroup
+	join           join
 
 	directB        bool
 	kcb            int // kc block: ≤ kern.kc, splitting k evenly
@@ -199,7 +196,7 @@ func newGemmJob(kern *microKernel, threads int) *gemmJob {
 	j := &gemmJob{kern: kern, parts: make([]*gemmPart, threads)}
 	for i := range j.parts {
 		pt := &gemmPart{job: j, tile: make([]float32, kern.mr*kern.nr)}
-		pt.run = func() { pt.exec(); j.wg.Done() }
+		pt.run = func() { pt.exec(); j.join.done() }
 		j.parts[i] = pt
 	}
 	return j
