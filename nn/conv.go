@@ -272,17 +272,21 @@ func liveTaps(g kernels.ConvGeom) (t taps, rg kernels.ConvGeom, ok bool) {
 }
 
 // liveWeights is the weight matrix the GEMMs use: the full one, or the
-// live taps gathered from it.
+// live taps gathered from it (element by element: the live window is often
+// a single tap, and a copy call per tap cost more than the loop).
 func (c *Conv2D) liveWeights() []float32 {
 	t := c.taps
 	if t.w == nil {
 		return c.Weight.Data
 	}
-	kw, n := t.kj1-t.kj0, 0
+	w, kk, n := c.Weight.Data, c.cfg.KH*c.cfg.KW, 0
 	for oc := 0; oc < c.cfg.Out*c.geom.C; oc++ { // every (output, input) channel pair
-		k := c.Weight.Data[oc*c.cfg.KH*c.cfg.KW:]
 		for ki := t.ki0; ki < t.ki1; ki++ {
-			n += copy(t.w[n:n+kw], k[ki*c.cfg.KW+t.kj0:])
+			row := w[oc*kk+ki*c.cfg.KW:]
+			for kj := t.kj0; kj < t.kj1; kj++ {
+				t.w[n] = row[kj]
+				n++
+			}
 		}
 	}
 	return t.w
@@ -291,13 +295,14 @@ func (c *Conv2D) liveWeights() []float32 {
 // addLiveGrad adds the live taps' gradient into the full weight gradient.
 func (c *Conv2D) addLiveGrad() {
 	t := c.taps
-	kw, n := t.kj1-t.kj0, 0
+	g, kk, n := c.Weight.Grad, c.cfg.KH*c.cfg.KW, 0
 	for oc := 0; oc < c.cfg.Out*c.geom.C; oc++ {
-		k := c.Weight.Grad[oc*c.cfg.KH*c.cfg.KW:]
 		for ki := t.ki0; ki < t.ki1; ki++ {
-			row := k[ki*c.cfg.KW+t.kj0:][:kw]
-			kernels.Add(row, row, t.dw[n:n+kw])
-			n += kw
+			row := g[oc*kk+ki*c.cfg.KW:]
+			for kj := t.kj0; kj < t.kj1; kj++ {
+				row[kj] += t.dw[n]
+				n++
+			}
 		}
 	}
 }
