@@ -99,10 +99,11 @@ func (r *regroup) samples(lo, hi int) {
 // bound once, so running it allocates nothing.
 type unfold struct {
 	g        kernels.ConvGeom
-	img, col []float32 // the chunk's first sample (group offset applied); its first column
-	inSz     int       // floats per sample in img
-	ohw, ld  int       // columns per sample; row stride of col
-	fold     bool      // col2im into img (each plane cleared first) instead of im2col
+	tab      *kernels.UnfoldTable // small planes: the table-driven loops
+	img, col []float32            // the chunk's first sample (group offset applied); its first column
+	inSz     int                  // floats per sample in img
+	ohw, ld  int                  // columns per sample; row stride of col
+	fold     bool                 // col2im into img (each plane cleared first) instead of im2col
 	run      func(lo, hi int)
 }
 
@@ -123,10 +124,16 @@ func (u *unfold) units(lo, hi int) {
 		i, c := p/g.C, p%g.C
 		img := u.img[i*u.inSz+c*plane:][:plane]
 		col := u.col[c*rows*u.ld+i*u.ohw:]
-		if u.fold {
+		switch {
+		case u.tab != nil && u.fold:
+			clear(img)
+			u.tab.Col2im(col, img, u.ld)
+		case u.tab != nil:
+			u.tab.Im2col(img, col, u.ld)
+		case u.fold:
 			clear(img)
 			kernels.Col2imLd(one, col, img, u.ld)
-		} else {
+		default:
 			kernels.Im2colLd(one, img, col, u.ld)
 		}
 	}
@@ -216,6 +223,7 @@ func (c *Conv2D) Build(b *Builder, in Shape) (Shape, error) {
 		c.taps.dw = make([]float32, cfg.Out*g.ColRows())
 	}
 	c.geom = g
+	c.unf.tab, _ = kernels.NewUnfoldTable(g)
 	c.direct = g.KH == 1 && g.KW == 1 && g.SH == 1 && g.SW == 1 && g.PH == 0 && g.PW == 0
 	return Shape{cfg.Out, g.OH, g.OW}, nil
 }

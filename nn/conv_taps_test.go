@@ -45,6 +45,7 @@ func TestConvDeadTapsMatchFullKernel(t *testing.T) {
 			cfg := full.cfg
 			full.geom = kernelGeom(cfg, tc.h, tc.w)
 			full.taps, full.direct = taps{}, false
+			full.unf.tab, _ = kernels.NewUnfoldTable(full.geom)
 			live.ResetParameters(rng)
 			copy(full.Weight.Data, live.Weight.Data)
 			if live.Bias != nil {

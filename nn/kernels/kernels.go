@@ -246,3 +246,72 @@ func validRange(n, stride, off, size int) (lo, hi int) {
 	lo, hi = min(lo, n), min(hi, n)
 	return lo, max(lo, hi)
 }
+
+// SmallPlane is the largest image plane (H·W) an UnfoldTable handles: its
+// copy lives on the stack.
+const SmallPlane = 64
+
+// UnfoldTable is im2col and col2im for one channel of a small image (at
+// most SmallPlane pixels, ResNet's maps at 32×32 input) through a table of
+// source indices built once per geometry. On such planes the row-by-row
+// loops spend their time on bounds and calls for rows of 1 to 8 values; the
+// table makes each a branch-free gather (padding reads a zero kept after
+// the plane) or scatter-add (padding adds into that spare slot).
+type UnfoldTable struct {
+	plane, ohw, taps int
+	idx              []int32 // taps×ohw: index into the plane, or plane for padding
+}
+
+// NewUnfoldTable builds the table of g (its C is ignored: one channel);
+// ok is false when the plane is too large.
+func NewUnfoldTable(g ConvGeom) (u *UnfoldTable, ok bool) {
+	plane, ohw, taps := g.H*g.W, g.OH*g.OW, g.KH*g.KW
+	if plane > SmallPlane || ohw == 0 {
+		return nil, false
+	}
+	u = &UnfoldTable{plane: plane, ohw: ohw, taps: taps, idx: make([]int32, taps*ohw)}
+	for ki := 0; ki < g.KH; ki++ {
+		for kj := 0; kj < g.KW; kj++ {
+			row := u.idx[(ki*g.KW+kj)*ohw:][:ohw]
+			for oy := 0; oy < g.OH; oy++ {
+				for ox := 0; ox < g.OW; ox++ {
+					iy, ix := oy*g.SH-g.PH+ki*g.DH, ox*g.SW-g.PW+kj*g.DW
+					k := int32(plane)
+					if iy >= 0 && iy < g.H && ix >= 0 && ix < g.W {
+						k = int32(iy*g.W + ix)
+					}
+					row[oy*g.OW+ox] = k
+				}
+			}
+		}
+	}
+	return u, true
+}
+
+// Im2col writes the taps rows of one channel plane img into col, row t at
+// col[t·ld:], ohw values each.
+func (u *UnfoldTable) Im2col(img, col []float32, ld int) {
+	var buf [2 * SmallPlane]float32    // a power of two: the mask below drops the bounds check
+	copy(buf[:u.plane], img[:u.plane]) // buf[plane] stays 0: the padding
+	for t := 0; t < u.taps; t++ {
+		row := col[t*ld:][:u.ohw]
+		for p, k := range u.idx[t*u.ohw:][:u.ohw] {
+			row[p] = buf[k&(SmallPlane*2-1)]
+		}
+	}
+}
+
+// Col2im adds col's taps rows back into the channel plane img, in the
+// order of Col2imLd (tap by tap, then output position), so the sums are
+// the same.
+func (u *UnfoldTable) Col2im(col, img []float32, ld int) {
+	var buf [2 * SmallPlane]float32
+	copy(buf[:u.plane], img[:u.plane])
+	for t := 0; t < u.taps; t++ {
+		row := col[t*ld:][:u.ohw]
+		for p, k := range u.idx[t*u.ohw:][:u.ohw] {
+			buf[k&(SmallPlane*2-1)] += row[p]
+		}
+	}
+	copy(img[:u.plane], buf[:u.plane])
+}

@@ -331,3 +331,49 @@ func TestCol2imRandomGeoms(t *testing.T) {
 		}
 	}
 }
+
+// TestUnfoldTableMatchesLoops: the table-driven im2col/col2im against the
+// row loops, bit for bit, on random small geometries.
+func TestUnfoldTableMatchesLoops(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 29))
+	tested := 0
+	for it := 0; it < 2000 && tested < 300; it++ {
+		h, w := 1+rng.IntN(10), 1+rng.IntN(10)
+		kh, kw := 1+rng.IntN(5), 1+rng.IntN(5)
+		g := NewConvGeom(1, h, w, kh, kw, 1+rng.IntN(3), 1+rng.IntN(3), rng.IntN(3), rng.IntN(3), 1+rng.IntN(2), 1+rng.IntN(2))
+		if g.OH <= 0 || g.OW <= 0 {
+			continue
+		}
+		tab, ok := NewUnfoldTable(g)
+		if ok != (h*w <= SmallPlane) {
+			t.Fatalf("%+v: NewUnfoldTable ok=%v for a %d-pixel plane", g, ok, h*w)
+		}
+		if !ok {
+			continue
+		}
+		tested++
+		ld := g.ColCols() + rng.IntN(3)
+		img := randSlice(rng, h*w)
+		got, want := randSlice(rng, g.ColRows()*ld), randSlice(rng, g.ColRows()*ld)
+		copy(got, want)
+		tab.Im2col(img, got, ld)
+		Im2colLd(g, img, want, ld)
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%+v: table im2col [%d] = %v, loops %v", g, i, got[i], want[i])
+			}
+		}
+		col := randSlice(rng, g.ColRows()*ld)
+		gi, wi := make([]float32, h*w), make([]float32, h*w)
+		tab.Col2im(col, gi, ld)
+		Col2imLd(g, append([]float32(nil), col...), wi, ld)
+		for i := range wi {
+			if gi[i] != wi[i] {
+				t.Fatalf("%+v: table col2im [%d] = %v, loops %v", g, i, gi[i], wi[i])
+			}
+		}
+	}
+	if tested < 100 {
+		t.Fatalf("only %d geometries tested", tested)
+	}
+}
