@@ -288,6 +288,12 @@ func (c *Conv2D) liveWeights() []float32 {
 		return c.Weight.Data
 	}
 	w, kk, n := c.Weight.Data, c.cfg.KH*c.cfg.KW, 0
+	if t.ki1-t.ki0 == 1 && t.kj1-t.kj0 == 1 { // one live tap: a strided gather
+		for i, j := 0, t.ki0*c.cfg.KW+t.kj0; i < len(t.w); i, j = i+1, j+kk {
+			t.w[i] = w[j]
+		}
+		return t.w
+	}
 	for oc := 0; oc < c.cfg.Out*c.geom.C; oc++ { // every (output, input) channel pair
 		for ki := t.ki0; ki < t.ki1; ki++ {
 			row := w[oc*kk+ki*c.cfg.KW:]
@@ -304,6 +310,12 @@ func (c *Conv2D) liveWeights() []float32 {
 func (c *Conv2D) addLiveGrad() {
 	t := c.taps
 	g, kk, n := c.Weight.Grad, c.cfg.KH*c.cfg.KW, 0
+	if t.ki1-t.ki0 == 1 && t.kj1-t.kj0 == 1 {
+		for i, j := 0, t.ki0*c.cfg.KW+t.kj0; i < len(t.dw); i, j = i+1, j+kk {
+			g[j] += t.dw[i]
+		}
+		return
+	}
 	for oc := 0; oc < c.cfg.Out*c.geom.C; oc++ {
 		for ki := t.ki0; ki < t.ki1; ki++ {
 			row := g[oc*kk+ki*c.cfg.KW:]
