@@ -129,6 +129,7 @@ func (m *MaxPool2D) forwardPlanes(lo, hi int) {
 		return
 	}
 	var rowBest [maxPoolRow]float32
+	var phases [2 * maxPoolRow]float32 // a strided input row, deinterleaved
 	best := rowBest[:OW]
 	for p := lo; p < hi; p++ {
 		xp := xd[p*H*W : (p+1)*H*W]
@@ -145,11 +146,35 @@ func (m *MaxPool2D) forwardPlanes(lo, hi int) {
 			sawNaN := false
 			for iy := y0; iy < y1; iy++ {
 				row := xp[iy*W : (iy+1)*W]
+				s := c.StrideW
+				plen := (W + s - 1) / s
+				phased := s > 1 && s <= 4 && s*plen <= len(phases)
+				if phased { // deinterleave: phase r holds row[r], row[r+s], …
+					for r := 0; r < s; r++ {
+						ph := phases[r*plen : (r+1)*plen]
+						for j := range ph {
+							if ix := j*s + r; ix < W {
+								ph[j] = row[ix]
+							}
+						}
+					}
+				}
 				for kx := 0; kx < c.KW; kx++ {
 					off := kx - c.PadW
-					lo, hi := poolValidRange(OW, c.StrideW, off, W)
-					if c.StrideW == 1 { // contiguous: the vector loop
-						if lo < hi && kernels.MaxTap(best[lo:hi], arg[lo:hi], row[lo+off:hi+off], int32(iy*W+lo+off)) {
+					lo, hi := poolValidRange(OW, s, off, W)
+					if lo >= hi {
+						continue
+					}
+					if s == 1 { // contiguous: the vector loop
+						if kernels.MaxTap(best[lo:hi], arg[lo:hi], row[lo+off:hi+off], int32(iy*W+lo+off), 1) {
+							sawNaN = true
+						}
+						continue
+					}
+					if phased { // ix = ox·s + off lies in phase off mod s, at ox + (off − r)/s
+						r := ((off % s) + s) % s
+						q := (off - r) / s
+						if kernels.MaxTap(best[lo:hi], arg[lo:hi], phases[r*plen+lo+q:r*plen+hi+q], int32(iy*W+lo*s+off), int32(s)) {
 							sawNaN = true
 						}
 						continue

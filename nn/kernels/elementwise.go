@@ -186,21 +186,23 @@ func SGDMomentum(w, g, b []float32, wd, mu, damp, lr float32, decay bool) {
 	}
 }
 
-// MaxTap is one tap of a stride-1 max pooling swept over a row of outputs:
-// for each i, where src[i] > best[i] it sets arg[i] = idx0 + i; best[i]
-// becomes the larger of the two. It reports whether src held a NaN, whose
-// windows the caller must then redo by PyTorch's rule (the last NaN wins):
-// best is not meaningful for them.
-func MaxTap(best []float32, arg []int32, src []float32, idx0 int32) (nan bool) {
+// MaxTap is one tap of a max pooling swept over a row of outputs, src
+// holding each output's input for this tap (contiguous: a stride-1 row, or
+// one phase of a stride-2 row deinterleaved): for each i, where
+// src[i] > best[i] it sets arg[i] = idx0 + i·step; best[i] becomes the
+// larger of the two. It reports whether src held a NaN, whose windows the
+// caller must then redo by PyTorch's rule (the last NaN wins): best is not
+// meaningful for them.
+func MaxTap(best []float32, arg []int32, src []float32, idx0, step int32) (nan bool) {
 	best, arg = best[:len(src)], arg[:len(src)]
 	i := 0
 	if n := len(src) &^ 7; vecOK && n > 0 {
-		nan, i = maxTapVec(&best[0], &arg[0], &src[0], n, idx0), n
+		nan, i = maxTapVec(&best[0], &arg[0], &src[0], n, idx0, step), n
 	}
 	for ; i < len(src); i++ {
 		v := src[i]
 		if v > best[i] {
-			arg[i] = idx0 + int32(i)
+			arg[i] = idx0 + int32(i)*step
 		}
 		if v != v {
 			nan = true

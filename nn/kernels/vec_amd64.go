@@ -39,4 +39,4 @@ func bnInputGradVec(dx, dy, x *float32, n int, mean, invstd, k, mdy, mdyx float3
 func sgdMomentumVec(w, grad, b *float32, n int, wd, mu, damp, lr float32, decay bool)
 
 //go:noescape
-func maxTapVec(best *float32, arg *int32, src *float32, n int, idx0 int32) (nan bool)
+func maxTapVec(best *float32, arg *int32, src *float32, n int, idx0, step int32) (nan bool)

@@ -332,22 +332,25 @@ DATA lanes<>+24(SB)/4, $6
 DATA lanes<>+28(SB)/4, $7
 GLOBL lanes<>(SB), RODATA|NOPTR, $32
 
-// func maxTapVec(best *float32, arg *int32, src *float32, n int, idx0 int32) (nan bool)
+// func maxTapVec(best *float32, arg *int32, src *float32, n int, idx0, step int32) (nan bool)
 // One max-pooling tap over n outputs: where src[i] > best[i] (ordered),
-// arg[i] = idx0 + i; best[i] = the larger (best when equal). Reports whether
-// any src[i] is NaN (the caller then redoes those windows by PyTorch's rule).
+// arg[i] = idx0 + i·step; best[i] = the larger (best when equal). Reports
+// whether any src[i] is NaN (the caller then redoes those windows by
+// PyTorch's rule).
 TEXT ·maxTapVec(SB), NOSPLIT, $0-41
 	MOVQ best+0(FP), DI
 	MOVQ arg+8(FP), DX
 	MOVQ src+16(FP), SI
 	MOVQ n+24(FP), CX
-	MOVL idx0+32(FP), AX
-	VMOVD AX, X15
-	VPBROADCASTD X15, Y15
-	VPADDD lanes<>(SB), Y15, Y15 // idx0 + lane
-	MOVL $8, AX
+	MOVL step+36(FP), AX
 	VMOVD AX, X14
 	VPBROADCASTD X14, Y14
+	VPMULLD lanes<>(SB), Y14, Y15 // lane·step
+	MOVL idx0+32(FP), AX
+	VMOVD AX, X13
+	VPBROADCASTD X13, Y13
+	VPADDD Y13, Y15, Y15 // idx0 + lane·step
+	VPSLLD $3, Y14, Y14  // 8·step per iteration
 	VXORPS Y13, Y13, Y13 // NaN lanes seen
 	XORQ BX, BX
 maxtap_loop:

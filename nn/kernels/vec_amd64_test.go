@@ -112,7 +112,7 @@ func TestVecMatchesScalar(t *testing.T) {
 					for i := range arg {
 						arg[i] = -7
 					}
-					nans[k] = MaxTap(best, arg, src, 100)
+					nans[k] = MaxTap(best, arg, src, 100, 3)
 					args[k], bests[k] = arg, best
 				})
 			}

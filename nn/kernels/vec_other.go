@@ -23,6 +23,6 @@ func sgdMomentumVec(w, grad, b *float32, n int, wd, mu, damp, lr float32, decay 
 	panic("unreachable")
 }
 
-func maxTapVec(best *float32, arg *int32, src *float32, n int, idx0 int32) bool {
+func maxTapVec(best *float32, arg *int32, src *float32, n int, idx0, step int32) bool {
 	panic("unreachable")
 }
