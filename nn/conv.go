@@ -454,8 +454,11 @@ func (c *Conv2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense
 			wg := w[gi*og*kg:]
 			// dY' [og, cols]: the group's rows of dy for the chunk's samples.
 			dyg := dyd[c0*outSz+gi*og*ohw:]
-			ld, cld := ohw, matLd(cols)
+			// One sample keeps its plain strides, as in Forward (a direct 1×1
+			// convolution reads x itself as its column matrix).
+			ld, cld := ohw, cols
 			if cn > 1 {
+				cld = matLd(cols)
 				tmp := s.scratch(scratchGemm, og*cld)
 				c.reg.do(s, cn, dyd[c0*outSz+gi*og*ohw:], tmp, outSz, og, ohw, cld, false)
 				dyg, ld = tmp, cld

@@ -13,21 +13,29 @@ import (
 // (1 sample, a partial chunk, the whole batch) gives the same outputs and
 // gradients, for im2col and direct 1×1 convolutions, with groups.
 func TestConvChunkingInvariant(t *testing.T) {
-	cfgs := []ConvConfig{
-		{In: 4, Out: 6, KH: 3, KW: 3, PadH: 1, PadW: 1, StrideH: 2, StrideW: 2, Groups: 2, Bias: true},
-		{In: 6, Out: 4, KH: 1, KW: 1, Bias: false},
+	cases := []struct {
+		cfg  ConvConfig
+		h, w int
+	}{
+		{ConvConfig{In: 4, Out: 6, KH: 3, KW: 3, PadH: 1, PadW: 1, StrideH: 2, StrideW: 2, Groups: 2, Bias: true}, 9, 7},
+		{ConvConfig{In: 6, Out: 4, KH: 1, KW: 1, Bias: false}, 9, 7},
+		// 32×32: one GEMM per sample by default (≥ perSampleOHW), and
+		// batched ones whose 1024·n columns get a padded row stride (matLd).
+		{ConvConfig{In: 3, Out: 4, KH: 1, KW: 1}, 32, 32},
+		{ConvConfig{In: 3, Out: 4, KH: 3, KW: 3, PadH: 1, PadW: 1}, 32, 32},
 	}
 	pool := kernels.NewPool(2)
 	defer pool.Close()
-	for _, cfg := range cfgs {
+	for _, tc := range cases {
+		cfg, h, w := tc.cfg, tc.h, tc.w
 		rng := rand.New(rand.NewPCG(1, 2))
 		const n = 5
-		x := randDense(rng, n, cfg.In, 9, 7)
+		x := randDense(rng, n, cfg.In, h, w)
 		var ref [3][]float32 // y, dx, dW
-		for _, limit := range []int{0, 1, 2 * 9 * 7 * 9 * cfg.In} {
+		for _, limit := range []int{0, 1, 2 * h * w * 9 * cfg.In, n * h * w * 9 * cfg.In} {
 			c := NewConv2D(cfg)
 			c.chunkLimit = limit
-			if _, err := c.Build(&Builder{}, Shape{cfg.In, 9, 7}); err != nil {
+			if _, err := c.Build(&Builder{}, Shape{cfg.In, h, w}); err != nil {
 				t.Fatal(err)
 			}
 			c.ResetParameters(rand.New(rand.NewPCG(3, 4)))
