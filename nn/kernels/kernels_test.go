@@ -256,33 +256,42 @@ func BenchmarkIm2colRef(b *testing.B) {
 	}
 }
 
-// TestIm2colRandomGeoms: random geometries, stride 1 "same" width (the
-// shifted-plane path) and general ones, against the per-element reference.
-func TestIm2colRandomGeoms(t *testing.T) {
-	rng := rand.New(rand.NewPCG(11, 13))
-	for it := 0; it < 400; it++ {
-		c, h, w := 1+rng.IntN(3), 1+rng.IntN(9), 1+rng.IntN(9)
-		kh, kw := 1+rng.IntN(5), 1+rng.IntN(5)
-		dh, dw := 1+rng.IntN(2), 1+rng.IntN(2)
-		sh, sw := 1, 1
-		var ph, pw int
-		if it%2 == 0 { // OW = W: pad so that (KW−1)·DW = 2·PW (odd spans only)
-			pw = (kw - 1) * dw / 2
-			if (kw-1)*dw%2 != 0 {
-				kw, pw = 1, 0
-			}
-			ph = rng.IntN(kh * dh)
-		} else {
-			sh, sw, ph, pw = 1+rng.IntN(3), 1+rng.IntN(3), rng.IntN(4), rng.IntN(4)
+// randomConvGeom draws a small geometry: on even draws stride 1 with
+// OW = W (the shifted-plane paths), on odd ones any strides and padding.
+// ok is false for an empty output.
+func randomConvGeom(rng *rand.Rand, same bool) (g ConvGeom, ok bool) {
+	c, h, w := 1+rng.IntN(3), 1+rng.IntN(9), 1+rng.IntN(9)
+	kh, kw := 1+rng.IntN(5), 1+rng.IntN(5)
+	dh, dw := 1+rng.IntN(2), 1+rng.IntN(2)
+	sh, sw := 1, 1
+	var ph, pw int
+	if same { // (KW−1)·DW = 2·PW
+		pw = (kw - 1) * dw / 2
+		if (kw-1)*dw%2 != 0 {
+			kw, pw = 1, 0
 		}
-		g := NewConvGeom(c, h, w, kh, kw, sh, sw, ph, pw, dh, dw)
-		if g.OH <= 0 || g.OW <= 0 {
+		ph = rng.IntN(kh * dh)
+	} else {
+		sh, sw, ph, pw = 1+rng.IntN(3), 1+rng.IntN(3), rng.IntN(4), rng.IntN(4)
+	}
+	g = NewConvGeom(c, h, w, kh, kw, sh, sw, ph, pw, dh, dw)
+	return g, g.OH > 0 && g.OW > 0
+}
+
+// TestUnfoldRandomGeoms: Im2col (bit for bit) and Col2im (equal as
+// numbers: the shifted path may add +0 where the reference adds nothing)
+// against the per-element references on random geometries.
+func TestUnfoldRandomGeoms(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 13))
+	for it := 0; it < 800; it++ {
+		g, ok := randomConvGeom(rng, it%2 == 0)
+		if !ok {
 			continue
 		}
 		if it%2 == 0 && g.OW != g.W {
 			t.Fatalf("%+v: test geometry should have OW = W", g)
 		}
-		img := randSlice(rng, c*h*w)
+		img := randSlice(rng, g.C*g.H*g.W)
 		got, want := randSlice(rng, g.ColRows()*g.ColCols()), make([]float32, g.ColRows()*g.ColCols())
 		Im2col(g, img, got)
 		im2colRef(g, img, want)
@@ -291,42 +300,15 @@ func TestIm2colRandomGeoms(t *testing.T) {
 				t.Fatalf("%+v: Im2col col[%d] = %g, reference %g", g, i, got[i], want[i])
 			}
 		}
-	}
-}
-
-// TestCol2imRandomGeoms: Col2im against the per-element reference on the
-// geometries of TestIm2colRandomGeoms (equal as numbers: the shifted path
-// may add +0 where the reference adds nothing).
-func TestCol2imRandomGeoms(t *testing.T) {
-	rng := rand.New(rand.NewPCG(17, 19))
-	for it := 0; it < 400; it++ {
-		c, h, w := 1+rng.IntN(3), 1+rng.IntN(9), 1+rng.IntN(9)
-		kh, kw := 1+rng.IntN(5), 1+rng.IntN(5)
-		dh, dw := 1+rng.IntN(2), 1+rng.IntN(2)
-		sh, sw := 1, 1
-		var ph, pw int
-		if it%2 == 0 {
-			pw = (kw - 1) * dw / 2
-			if (kw-1)*dw%2 != 0 {
-				kw, pw = 1, 0
-			}
-			ph = rng.IntN(kh * dh)
-		} else {
-			sh, sw, ph, pw = 1+rng.IntN(3), 1+rng.IntN(3), rng.IntN(4), rng.IntN(4)
-		}
-		g := NewConvGeom(c, h, w, kh, kw, sh, sw, ph, pw, dh, dw)
-		if g.OH <= 0 || g.OW <= 0 {
-			continue
-		}
 		col := randSlice(rng, g.ColRows()*g.ColCols())
 		ref := append([]float32(nil), col...)
-		base := randSlice(rng, c*h*w)
-		got, want := append([]float32(nil), base...), append([]float32(nil), base...)
-		Col2im(g, col, got)
-		col2imRef(g, ref, want)
-		for i := range want {
-			if got[i] != want[i] {
-				t.Fatalf("%+v: Col2im img[%d] = %g, reference %g", g, i, got[i], want[i])
+		base := randSlice(rng, len(img))
+		gotImg, wantImg := append([]float32(nil), base...), append([]float32(nil), base...)
+		Col2im(g, col, gotImg) // may clear col's out-of-image entries
+		col2imRef(g, ref, wantImg)
+		for i := range wantImg {
+			if gotImg[i] != wantImg[i] {
+				t.Fatalf("%+v: Col2im img[%d] = %g, reference %g", g, i, gotImg[i], wantImg[i])
 			}
 		}
 	}
