@@ -489,7 +489,7 @@ func (l *grpcLink) readLoop(ss grpc.ServerStream) {
 			if err == io.EOF {
 				// The left neighbour closed after its last collective: not
 				// a failure unless this rank still needs frames from it.
-				l.inDown.fail(errors.New("left neighbour closed its stream"))
+				l.inDown.fail(cleanClose("left neighbour closed its stream"))
 				return
 			}
 			l.inDown.fail(fmt.Errorf("receiving: %w", err))
@@ -554,7 +554,7 @@ func (l *grpcLink) watchRight(cs grpc.ClientStream) {
 	if err == io.EOF {
 		// The right neighbour ended the stream cleanly (it closed, or we
 		// half-closed): frames already sent were delivered.
-		l.outDown.fail(errors.New("right neighbour closed the stream"))
+		l.outDown.fail(cleanClose("right neighbour closed the stream"))
 		return
 	}
 	if err == nil {

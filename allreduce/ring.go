@@ -80,6 +80,16 @@ var (
 	ErrPeerDown = errors.New("peer link down")
 )
 
+// errCleanClose marks a link that its neighbour closed after its last
+// collective (not a failure: what was sent on it was delivered).
+var errCleanClose = errors.New("closed cleanly")
+
+// cleanClose is a clean-close reason that reads as msg.
+type cleanClose string
+
+func (c cleanClose) Error() string        { return string(c) }
+func (c cleanClose) Is(target error) bool { return target == errCleanClose }
+
 // PeerError is returned by a collective that failed because of a peer.
 type PeerError struct {
 	Op         string // collective, e.g. "allreduce"
@@ -261,6 +271,22 @@ func (r *ring) timeoutErr(op string, waitingIn, waitingOut bool, what string) er
 	return r.peerErr(op, peer, fmt.Errorf("%w: no progress for %v %s (%s)", ErrTimeout, r.opt.Timeout, dir, what))
 }
 
+// outWatch is the right link's down signal to watch while this rank has
+// nothing left to send: none once the right neighbour closed cleanly (it
+// finished), otherwise the signal. A transport cuts both of a rank's links
+// when one fails, so a rank that only receives must also end when its
+// right link fails, at once rather than at the timeout.
+func (r *ring) outWatch() <-chan struct{} {
+	select {
+	case <-r.p.outDown:
+		if errors.Is(r.p.outErr(), errCleanClose) {
+			return nil
+		}
+	default:
+	}
+	return r.p.outDown
+}
+
 func (r *ring) downErr(op string, in bool) error {
 	if in {
 		return r.peerErr(op, r.left(), fmt.Errorf("%w: %w", ErrPeerDown, r.p.inErr()))
@@ -378,6 +404,11 @@ func (r *ring) recv(ctx context.Context, op string, what string) (frame, error) 
 				continue
 			}
 			return frame{}, r.downErr(op, true)
+		case <-r.outWatch():
+			if len(r.p.in) > 0 {
+				continue // frames that arrived before the links were cut
+			}
+			return frame{}, r.downErr(op, false)
 		case <-r.closed:
 			return frame{}, r.closedErr(op)
 		}
@@ -458,6 +489,8 @@ func (r *ring) allReduce(ctx context.Context, buf []float32, op Op) error {
 		}
 		if sg < steps {
 			outDown = r.p.outDown
+		} else {
+			outDown = r.outWatch()
 		}
 		select {
 		case out <- pending:
@@ -512,6 +545,9 @@ func (r *ring) allReduce(ctx context.Context, buf []float32, op Op) error {
 			}
 			return r.downErr(name, true)
 		case <-outDown:
+			if sg >= steps && errors.Is(r.p.outErr(), errCleanClose) {
+				continue // it finished first: nothing more goes to it
+			}
 			return r.downErr(name, false)
 		case <-r.closed:
 			return r.closedErr(name)

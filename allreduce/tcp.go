@@ -262,7 +262,7 @@ func (l *tcpLink) readFailed(err error) {
 	}
 	if errors.Is(err, io.EOF) {
 		// The left neighbour closed after its last collective.
-		l.inDown.fail(errors.New("left neighbour closed its connection"))
+		l.inDown.fail(cleanClose("left neighbour closed its connection"))
 		return
 	}
 	l.inDown.fail(fmt.Errorf("receiving: %w", err))
@@ -314,7 +314,7 @@ func (l *tcpLink) watchRight(c net.Conn) {
 	default:
 	}
 	if errors.Is(err, io.EOF) {
-		l.outDown.fail(errors.New("right neighbour closed the connection"))
+		l.outDown.fail(cleanClose("right neighbour closed the connection"))
 		return
 	}
 	if err == nil {
