@@ -238,6 +238,8 @@ func (c *Conv2D) Build(b *Builder, in Shape) (Shape, error) {
 type taps struct {
 	ki0, ki1, kj0, kj1 int
 	w, dw              []float32
+	grad               bool             // moveLive's direction: add dw into the gradient
+	run                func(lo, hi int) // moveLive, bound once
 }
 
 // liveTaps finds the live window of g's kernel and the geometry of the
@@ -280,47 +282,48 @@ func liveTaps(g kernels.ConvGeom) (t taps, rg kernels.ConvGeom, ok bool) {
 }
 
 // liveWeights is the weight matrix the GEMMs use: the full one, or the
-// live taps gathered from it (element by element: the live window is often
-// a single tap, and a copy call per tap cost more than the loop).
-func (c *Conv2D) liveWeights() []float32 {
-	t := c.taps
-	if t.w == nil {
+// live taps gathered from it over the pool (a strided, memory-bound pass:
+// 9.4 MB read per 512×512 3×3 layer for its centre tap).
+func (c *Conv2D) liveWeights(s *State) []float32 {
+	if c.taps.w == nil {
 		return c.Weight.Data
 	}
-	w, kk, n := c.Weight.Data, c.cfg.KH*c.cfg.KW, 0
-	if t.ki1-t.ki0 == 1 && t.kj1-t.kj0 == 1 { // one live tap: a strided gather
-		for i, j := 0, t.ki0*c.cfg.KW+t.kj0; i < len(t.w); i, j = i+1, j+kk {
-			t.w[i] = w[j]
-		}
-		return t.w
-	}
-	for oc := 0; oc < c.cfg.Out*c.geom.C; oc++ { // every (output, input) channel pair
-		for ki := t.ki0; ki < t.ki1; ki++ {
-			row := w[oc*kk+ki*c.cfg.KW:]
-			for kj := t.kj0; kj < t.kj1; kj++ {
-				t.w[n] = row[kj]
-				n++
-			}
-		}
-	}
-	return t.w
+	c.taps.grad = false
+	c.runLive(s)
+	return c.taps.w
 }
 
 // addLiveGrad adds the live taps' gradient into the full weight gradient.
-func (c *Conv2D) addLiveGrad() {
-	t := c.taps
-	g, kk, n := c.Weight.Grad, c.cfg.KH*c.cfg.KW, 0
-	if t.ki1-t.ki0 == 1 && t.kj1-t.kj0 == 1 {
-		for i, j := 0, t.ki0*c.cfg.KW+t.kj0; i < len(t.dw); i, j = i+1, j+kk {
-			g[j] += t.dw[i]
-		}
-		return
+func (c *Conv2D) addLiveGrad(s *State) {
+	c.taps.grad = true
+	c.runLive(s)
+}
+
+func (c *Conv2D) runLive(s *State) {
+	if c.taps.run == nil {
+		c.taps.run = c.moveLive
 	}
-	for oc := 0; oc < c.cfg.Out*c.geom.C; oc++ {
+	s.Pool.ParallelFor(c.cfg.Out*c.geom.C, c.taps.run)
+}
+
+// moveLive does liveWeights' gather (or addLiveGrad's scatter-add) for the
+// (output, input) channel pairs [lo, hi), element by element: the live
+// window is often one tap, where a copy call per tap cost more than this.
+func (c *Conv2D) moveLive(lo, hi int) {
+	t := &c.taps
+	kk, kw := c.cfg.KH*c.cfg.KW, c.cfg.KW
+	live := (t.ki1 - t.ki0) * (t.kj1 - t.kj0)
+	w, g := c.Weight.Data, c.Weight.Grad
+	for oc := lo; oc < hi; oc++ {
+		n := oc * live
 		for ki := t.ki0; ki < t.ki1; ki++ {
-			row := g[oc*kk+ki*c.cfg.KW:]
+			base := oc*kk + ki*kw
 			for kj := t.kj0; kj < t.kj1; kj++ {
-				row[kj] += t.dw[n]
+				if t.grad {
+					g[base+kj] += t.dw[n]
+				} else {
+					t.w[n] = w[base+kj]
+				}
 				n++
 			}
 		}
@@ -371,7 +374,7 @@ func (c *Conv2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 	n := batch(x)
 	g, cfg := c.geom, c.cfg
 	y := c.out.get(n, Shape{cfg.Out, g.OH, g.OW})
-	xd, yd, w := f32(x), f32(y), c.liveWeights()
+	xd, yd, w := f32(x), f32(y), c.liveWeights(s)
 	inSz, outSz, ohw := cfg.In*g.H*g.W, cfg.Out*g.OH*g.OW, g.OH*g.OW
 	og, kg, gsz := cfg.Out/cfg.Groups, g.ColRows(), g.C*g.H*g.W
 	nc := c.chunk(n)
@@ -486,7 +489,7 @@ func (c *Conv2D) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense
 		}
 	}
 	if wantW && c.taps.w != nil {
-		c.addLiveGrad()
+		c.addLiveGrad(s)
 	}
 	s.gradDone(c.Weight, c.Bias)
 	return dx
