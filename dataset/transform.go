@@ -261,14 +261,19 @@ func (t *Transformer) Apply(img image.Image, seed uint64, dst []float32) {
 
 // applyImage resamples plan p (in img's coordinates, from its origin).
 func (t *Transformer) applyImage(img image.Image, p cropPlan, dst []float32) {
-	b := img.Bounds()
+	t.resampleImage(img, p, t.prepare(p), img.Bounds().Min, dst)
+}
+
+// resampleImage runs plan p, whose weights prepare computed (win is its
+// result), on img: plan coordinate (x, y) is img's (x, y) + origin.
+func (t *Transformer) resampleImage(img image.Image, p cropPlan, win image.Rectangle, origin image.Point, dst []float32) {
 	cs := 3
 	if t.cfg.Channels == 1 || isGray(img) {
 		cs = 1
 	}
-	t.apply(p, cs, func(r image.Rectangle) ([]uint8, int) {
+	t.resample(p, win, cs, func(r image.Rectangle) ([]uint8, int) {
 		t.region = grow(t.region, r.Dx()*r.Dy()*cs)
-		toPixels(img, r.Add(b.Min), cs, t.region)
+		toPixels(img, r.Add(origin), cs, t.region)
 		return t.region, r.Dx() * cs
 	}, dst)
 }
@@ -644,15 +649,7 @@ func (t *Transformer) decodeApplyGo(data []byte, name string, seed uint64, dst [
 		return nil
 	}
 	// img holds win (and more) in the coordinates of the whole image.
-	cs := 3
-	if t.cfg.Channels == 1 || isGray(img) {
-		cs = 1
-	}
-	t.resample(p, win, cs, func(r image.Rectangle) ([]uint8, int) {
-		t.region = grow(t.region, r.Dx()*r.Dy()*cs)
-		toPixels(img, r, cs, t.region)
-		return t.region, r.Dx() * cs
-	}, dst)
+	t.resampleImage(img, p, win, image.Point{}, dst)
 	return nil
 }
 

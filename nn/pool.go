@@ -146,12 +146,15 @@ func (m *MaxPool2D) forwardPlanes(lo, hi int) {
 			sawNaN := false
 			for iy := y0; iy < y1; iy++ {
 				row := xp[iy*W : (iy+1)*W]
+				// src holds the row as s phases of plen values, phase r being
+				// row[r], row[r+s], …: every tap is then a contiguous sweep
+				// for the vector loop. Stride 1 is the row itself.
 				s := c.StrideW
-				plen := (W + s - 1) / s
-				phased := s > 1 && s <= 4 && s*plen <= len(phases)
-				if phased { // deinterleave: phase r holds row[r], row[r+s], …
+				src, plen, vec := row, W, s == 1
+				if n := (W + s - 1) / s; s > 1 && s <= 4 && s*n <= len(phases) {
+					src, plen, vec = phases[:s*n], n, true
 					for r := 0; r < s; r++ {
-						ph := phases[r*plen : (r+1)*plen]
+						ph := src[r*plen : (r+1)*plen]
 						for j := range ph {
 							if ix := j*s + r; ix < W {
 								ph[j] = row[ix]
@@ -161,20 +164,14 @@ func (m *MaxPool2D) forwardPlanes(lo, hi int) {
 				}
 				for kx := 0; kx < c.KW; kx++ {
 					off := kx - c.PadW
-					lo, hi := poolValidRange(OW, s, off, W)
+					lo, hi := kernels.ValidRange(OW, s, off, W)
 					if lo >= hi {
 						continue
 					}
-					if s == 1 { // contiguous: the vector loop
-						if kernels.MaxTap(best[lo:hi], arg[lo:hi], row[lo+off:hi+off], int32(iy*W+lo+off), 1) {
-							sawNaN = true
-						}
-						continue
-					}
-					if phased { // ix = ox·s + off lies in phase off mod s, at ox + (off − r)/s
+					if vec { // ix = ox·s + off lies in phase off mod s, at ox + (off − r)/s
 						r := ((off % s) + s) % s
 						q := (off - r) / s
-						if kernels.MaxTap(best[lo:hi], arg[lo:hi], phases[r*plen+lo+q:r*plen+hi+q], int32(iy*W+lo*s+off), int32(s)) {
+						if kernels.MaxTap(best[lo:hi], arg[lo:hi], src[r*plen+lo+q:r*plen+hi+q], int32(iy*W+lo*s+off), int32(s)) {
 							sawNaN = true
 						}
 						continue
@@ -198,19 +195,6 @@ func (m *MaxPool2D) forwardPlanes(lo, hi int) {
 			}
 		}
 	}
-}
-
-// poolValidRange is the outputs [lo, hi) of n whose input ox·stride + off
-// lies in [0, size).
-func poolValidRange(n, stride, off, size int) (lo, hi int) {
-	if off < 0 {
-		lo = (-off + stride - 1) / stride
-	}
-	if size-off > 0 {
-		hi = (size - off + stride - 1) / stride
-	}
-	lo, hi = min(lo, n), min(hi, n)
-	return lo, max(lo, hi)
 }
 
 // forwardWindows is the per-window loop: PyTorch's rule as written.

@@ -85,46 +85,68 @@ func im2colShifted(g ConvGeom, img, col []float32, ld int) {
 	for c := 0; c < g.C; c++ {
 		src := img[c*plane:][:plane]
 		for ki := 0; ki < g.KH; ki++ {
-			dy := ki*g.DH - g.PH
-			y0, y1 := max(0, -dy), min(g.OH, g.H-dy) // rows whose input row is inside
 			for kj := 0; kj < g.KW; kj++ {
-				dx := kj*g.DW - g.PW
-				x0, x1 := max(0, -dx), min(W, W-dx) // columns whose input is inside
 				row := col[((c*g.KH+ki)*g.KW+kj)*ld:][:ohw]
-				if y0 >= y1 || x0 >= x1 {
+				t, ok := shiftOf(g, ki, kj)
+				if !ok {
 					zero(row)
 					continue
 				}
-				zero(row[:y0*W])
-				zero(row[y1*W:])
+				zero(row[:t.y0*W])
+				zero(row[t.y1*W:])
 				// Rows [y0, y1) of row = src shifted by d; the first and last
 				// elements may fall outside src, and they are wrapped columns.
-				d := dy*W + dx
-				a, b := y0*W+x0, y1*W-(W-x1)
-				move(row[a:b], src[a+d:b+d])
-				if dx == 0 {
-					continue
-				}
-				for oy := y0; oy < y1; oy++ {
-					r := row[oy*W:][:W]
-					zero(r[:x0])
-					zero(r[x1:])
-				}
+				move(row[t.a:t.b], src[t.a+t.d:t.b+t.d])
+				t.zeroWrapped(row, W)
 			}
 		}
+	}
+}
+
+// shift is where tap (ki, kj) of a stride-1, OW = W geometry reads: output
+// rows [y0, y1) and columns [x0, x1) read inside the image, output index i
+// reads plane index i + d, and [a, b) is the contiguous output span from
+// the first valid element to the last.
+type shift struct{ y0, y1, x0, x1, d, a, b int }
+
+// shiftOf is tap (ki, kj)'s shift; ok is false when the tap reads only
+// padding.
+func shiftOf(g ConvGeom, ki, kj int) (t shift, ok bool) {
+	dy, dx := ki*g.DH-g.PH, kj*g.DW-g.PW
+	t.y0, t.y1 = max(0, -dy), min(g.OH, g.H-dy)
+	t.x0, t.x1 = max(0, -dx), min(g.W, g.W-dx)
+	if t.y0 >= t.y1 || t.x0 >= t.x1 {
+		return t, false
+	}
+	t.d = dy*g.W + dx
+	t.a, t.b = t.y0*g.W+t.x0, t.y1*g.W-(g.W-t.x1)
+	return t, true
+}
+
+// zeroWrapped clears, in rows [y0, y1) of an output row of width W, the
+// columns outside [x0, x1): the values a contiguous span shifted across a
+// row edge.
+func (t shift) zeroWrapped(row []float32, W int) {
+	if t.x0 == 0 && t.x1 == W {
+		return
+	}
+	for oy := t.y0; oy < t.y1; oy++ {
+		r := row[oy*W:][:W]
+		zero(r[:t.x0])
+		zero(r[t.x1:])
 	}
 }
 
 // colSpan is, for one kernel column kj, the input offset of output column
 // ox (ix = ox·SW + off) and the outputs [lo, hi) whose input is inside the
 // image. It depends on kj only, so im2col computes it once per call rather
-// than per channel and kernel row (validRange divides).
+// than per channel and kernel row (ValidRange divides).
 type colSpan struct{ off, lo, hi int }
 
 func colSpans(g ConvGeom, buf []colSpan) []colSpan {
 	for kj := 0; kj < g.KW; kj++ {
 		off := kj*g.DW - g.PW
-		lo, hi := validRange(g.OW, g.SW, off, g.W)
+		lo, hi := ValidRange(g.OW, g.SW, off, g.W)
 		buf = append(buf, colSpan{off, lo, hi})
 	}
 	return buf
@@ -205,38 +227,27 @@ func Col2imLd(g ConvGeom, col, img []float32, ld int) {
 // col2imShifted is im2colShifted's adjoint: img += each row shifted back.
 func col2imShifted(g ConvGeom, col, img []float32, ld int) {
 	ohw, plane := g.OH*g.OW, g.H*g.W
-	W := g.W
 	for c := 0; c < g.C; c++ {
 		dst := img[c*plane:][:plane]
 		for ki := 0; ki < g.KH; ki++ {
-			dy := ki*g.DH - g.PH
-			y0, y1 := max(0, -dy), min(g.OH, g.H-dy)
 			for kj := 0; kj < g.KW; kj++ {
-				dx := kj*g.DW - g.PW
-				x0, x1 := max(0, -dx), min(W, W-dx)
-				if y0 >= y1 || x0 >= x1 {
+				t, ok := shiftOf(g, ki, kj)
+				if !ok {
 					continue
 				}
 				row := col[((c*g.KH+ki)*g.KW+kj)*ld:][:ohw]
-				if dx != 0 {
-					for oy := y0; oy < y1; oy++ {
-						r := row[oy*W:][:W]
-						zero(r[:x0])
-						zero(r[x1:])
-					}
-				}
-				d := dy*W + dx
-				a, b := y0*W+x0, y1*W-(W-x1)
-				out := dst[a+d : b+d]
-				Add(out, out, row[a:b])
+				t.zeroWrapped(row, g.W)
+				out := dst[t.a+t.d : t.b+t.d]
+				Add(out, out, row[t.a:t.b])
 			}
 		}
 	}
 }
 
-// validRange returns the outputs [lo,hi) of a sweep of n positions whose
+// ValidRange returns the outputs [lo,hi) of a sweep of n positions whose
 // input index ox·stride + off lies in [0, size); lo ≤ hi, both in [0, n].
-func validRange(n, stride, off, size int) (lo, hi int) {
+// Window sweeps elsewhere (max pooling) use it too.
+func ValidRange(n, stride, off, size int) (lo, hi int) {
 	if off < 0 {
 		lo = (-off + stride - 1) / stride
 	}

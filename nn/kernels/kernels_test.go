@@ -142,14 +142,14 @@ func TestValidRange(t *testing.T) {
 		{3, 1, -10, 5, 3, 3},
 	}
 	for _, tt := range tests {
-		lo, hi := validRange(tt.n, tt.stride, tt.off, tt.size)
+		lo, hi := ValidRange(tt.n, tt.stride, tt.off, tt.size)
 		if lo != tt.lo || hi != tt.hi {
-			t.Errorf("validRange(%d,%d,%d,%d) = [%d,%d), want [%d,%d)", tt.n, tt.stride, tt.off, tt.size, lo, hi, tt.lo, tt.hi)
+			t.Errorf("ValidRange(%d,%d,%d,%d) = [%d,%d), want [%d,%d)", tt.n, tt.stride, tt.off, tt.size, lo, hi, tt.lo, tt.hi)
 		}
 		for ox := 0; ox < tt.n; ox++ {
 			ix := ox*tt.stride + tt.off
 			if in := ix >= 0 && ix < tt.size; in != (ox >= lo && ox < hi) {
-				t.Errorf("validRange(%d,%d,%d,%d): ox=%d inside=%v disagrees with [%d,%d)", tt.n, tt.stride, tt.off, tt.size, ox, in, lo, hi)
+				t.Errorf("ValidRange(%d,%d,%d,%d): ox=%d inside=%v disagrees with [%d,%d)", tt.n, tt.stride, tt.off, tt.size, ox, in, lo, hi)
 			}
 		}
 	}
@@ -225,23 +225,33 @@ func col2imRef(g ConvGeom, col, img []float32) {
 func TestIm2colMatchesReferenceExactly(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 5))
 	for _, g := range convGeoms {
-		img := randSlice(rng, g.C*g.H*g.W)
-		got, want := randSlice(rng, g.ColRows()*g.ColCols()), make([]float32, g.ColRows()*g.ColCols())
-		Im2col(g, img, got)
-		im2colRef(g, img, want)
-		for i := range want {
-			if got[i] != want[i] {
-				t.Fatalf("%+v: Im2col col[%d] = %g, reference %g", g, i, got[i], want[i])
-			}
+		checkUnfoldAgainstRef(t, rng, g)
+	}
+}
+
+// checkUnfoldAgainstRef runs Im2col (bit for bit) and Col2im (equal as
+// numbers: the shifted path may add +0 where the reference adds nothing)
+// on random data against the per-element references.
+func checkUnfoldAgainstRef(t *testing.T, rng *rand.Rand, g ConvGeom) {
+	t.Helper()
+	img := randSlice(rng, g.C*g.H*g.W)
+	got, want := randSlice(rng, g.ColRows()*g.ColCols()), make([]float32, g.ColRows()*g.ColCols())
+	Im2col(g, img, got)
+	im2colRef(g, img, want)
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("%+v: Im2col col[%d] = %g, reference %g", g, i, got[i], want[i])
 		}
-		base := randSlice(rng, len(img))
-		gotImg, wantImg := append([]float32(nil), base...), append([]float32(nil), base...)
-		Col2im(g, want, gotImg)
-		col2imRef(g, want, wantImg)
-		for i := range wantImg {
-			if gotImg[i] != wantImg[i] {
-				t.Fatalf("%+v: Col2im img[%d] = %g, reference %g", g, i, gotImg[i], wantImg[i])
-			}
+	}
+	col := randSlice(rng, g.ColRows()*g.ColCols())
+	ref := append([]float32(nil), col...)
+	base := randSlice(rng, len(img))
+	gotImg, wantImg := append([]float32(nil), base...), append([]float32(nil), base...)
+	Col2im(g, col, gotImg) // may clear col's out-of-image entries
+	col2imRef(g, ref, wantImg)
+	for i := range wantImg {
+		if gotImg[i] != wantImg[i] {
+			t.Fatalf("%+v: Col2im img[%d] = %g, reference %g", g, i, gotImg[i], wantImg[i])
 		}
 	}
 }
@@ -256,9 +266,9 @@ func BenchmarkIm2colRef(b *testing.B) {
 	}
 }
 
-// randomConvGeom draws a small geometry: on even draws stride 1 with
-// OW = W (the shifted-plane paths), on odd ones any strides and padding.
-// ok is false for an empty output.
+// randomConvGeom draws a small geometry: with same, stride 1 with OW = W
+// (the shifted-plane paths), otherwise any strides and padding. ok is
+// false for an empty output.
 func randomConvGeom(rng *rand.Rand, same bool) (g ConvGeom, ok bool) {
 	c, h, w := 1+rng.IntN(3), 1+rng.IntN(9), 1+rng.IntN(9)
 	kh, kw := 1+rng.IntN(5), 1+rng.IntN(5)
@@ -291,26 +301,7 @@ func TestUnfoldRandomGeoms(t *testing.T) {
 		if it%2 == 0 && g.OW != g.W {
 			t.Fatalf("%+v: test geometry should have OW = W", g)
 		}
-		img := randSlice(rng, g.C*g.H*g.W)
-		got, want := randSlice(rng, g.ColRows()*g.ColCols()), make([]float32, g.ColRows()*g.ColCols())
-		Im2col(g, img, got)
-		im2colRef(g, img, want)
-		for i := range want {
-			if got[i] != want[i] {
-				t.Fatalf("%+v: Im2col col[%d] = %g, reference %g", g, i, got[i], want[i])
-			}
-		}
-		col := randSlice(rng, g.ColRows()*g.ColCols())
-		ref := append([]float32(nil), col...)
-		base := randSlice(rng, len(img))
-		gotImg, wantImg := append([]float32(nil), base...), append([]float32(nil), base...)
-		Col2im(g, col, gotImg) // may clear col's out-of-image entries
-		col2imRef(g, ref, wantImg)
-		for i := range wantImg {
-			if gotImg[i] != wantImg[i] {
-				t.Fatalf("%+v: Col2im img[%d] = %g, reference %g", g, i, gotImg[i], wantImg[i])
-			}
-		}
+		checkUnfoldAgainstRef(t, rng, g)
 	}
 }
 

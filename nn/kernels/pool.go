@@ -82,22 +82,36 @@ func spinDuration(env string) time.Duration {
 	return d
 }
 
+// spin bounds one busy-wait to spinFor, reading the clock only every 64
+// rounds.
+type spin struct {
+	i     int
+	start time.Time
+}
+
+// over reports whether the wait has used up spinFor (at once when it is 0).
+func (s *spin) over() bool {
+	if spinFor <= 0 {
+		return true
+	}
+	if s.i++; s.i&63 != 0 {
+		return false
+	}
+	if s.start.IsZero() {
+		s.start = time.Now()
+		return false
+	}
+	return time.Since(s.start) > spinFor
+}
+
 // next returns the next part to run, spinning up to spinFor before it
 // blocks; ok is false once the pool is closed.
 func (p *Pool) next() (f func(), ok bool) {
-	var start time.Time
-	for i := 0; spinFor > 0; i++ {
+	for s := (spin{}); !s.over(); {
 		select {
 		case f, ok = <-p.work:
 			return f, ok
 		default:
-		}
-		if i&63 == 63 {
-			if start.IsZero() {
-				start = time.Now()
-			} else if time.Since(start) > spinFor {
-				break
-			}
 		}
 	}
 	f, ok = <-p.work
@@ -124,15 +138,7 @@ func (j *join) done() {
 }
 
 func (j *join) wait() {
-	var start time.Time
-	for i := 0; spinFor > 0 && j.pending.Load() != 0; i++ {
-		if i&63 == 63 {
-			if start.IsZero() {
-				start = time.Now()
-			} else if time.Since(start) > spinFor {
-				break
-			}
-		}
+	for s := (spin{}); j.pending.Load() != 0 && !s.over(); {
 	}
 	j.wg.Wait()
 }

@@ -10,6 +10,14 @@
 
 #include "textflag.h"
 
+// HSUMPD adds the four float64 lanes of y into the low lane of x (y's lower
+// half), using t (an X register) as scratch.
+#define HSUMPD(y, x, t) \
+	VEXTRACTF128 $1, y, t \
+	VADDPD t, x, x \
+	VUNPCKHPD x, x, t \
+	VADDSD t, x, x
+
 // func reluVec(y, x *float32, n int)
 // y = x with negatives (and −0) cleared, NaNs kept: reluBits on 8 lanes.
 TEXT ·reluVec(SB), NOSPLIT, $0-24
@@ -122,10 +130,7 @@ sum_done:
 	VADDPD Y1, Y0, Y0
 	VADDPD Y3, Y2, Y2
 	VADDPD Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPD X1, X0, X0
-	VUNPCKHPD X0, X0, X1
-	VADDSD X1, X0, X0
+	HSUMPD(Y0, X0, X1)
 	VMOVSD X0, ret+16(FP)
 	VZEROUPPER
 	RET
@@ -173,10 +178,7 @@ ssd_done:
 	VADDPD Y1, Y0, Y0
 	VADDPD Y3, Y2, Y2
 	VADDPD Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPD X1, X0, X0
-	VUNPCKHPD X0, X0, X1
-	VADDSD X1, X0, X0
+	HSUMPD(Y0, X0, X1)
 	VMOVSD X0, ret+24(FP)
 	VZEROUPPER
 	RET
@@ -240,16 +242,10 @@ bngs_loop:
 	JMP bngs_loop
 bngs_done:
 	VADDPD Y1, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPD X1, X0, X0
-	VUNPCKHPD X0, X0, X1
-	VADDSD X1, X0, X0
+	HSUMPD(Y0, X0, X1)
 	VMOVSD X0, sdy+32(FP)
 	VADDPD Y3, Y2, Y2
-	VEXTRACTF128 $1, Y2, X3
-	VADDPD X3, X2, X2
-	VUNPCKHPD X2, X2, X3
-	VADDSD X3, X2, X2
+	HSUMPD(Y2, X2, X3)
 	VMOVSD X2, sdyx+40(FP)
 	VZEROUPPER
 	RET
