@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(python3-torch python3-torchvision python3-numpy python3-pil python3-skimage dataset-fashion-mnist darknet)
+pkgs=(python3-torch python3-torchvision python3-numpy python3-pil python3-skimage dataset-fashion-mnist darknet qemu-user)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -28,6 +28,21 @@ go vet ./...
 # RINGTRAIN_SLOW=1 runs the suites kept out of a plain `go test ./...`
 # (PyTorch comparisons of the deep nets, multi-process cluster runs).
 RINGTRAIN_SLOW=1 go test -count=1 -timeout 75m ./...
+
+# The kernels' other paths, which this CPU would not pick by itself: AVX2 and
+# portable Go forced with RINGTRAIN_KERNELS (the kernels' property tests and
+# every layer's PyTorch golden values, ~1 minute each), then the portable
+# path on arm64 for real, emulated by qemu-user (~6 minutes).
+for path in avx2 generic; do
+	if [ "$path" = avx2 ] && ! grep -qw avx2 /proc/cpuinfo; then
+		continue
+	fi
+	echo "test.sh: nn suites with RINGTRAIN_KERNELS=$path" >&2
+	RINGTRAIN_KERNELS=$path go test -count=1 ./nn/...
+done
+echo "test.sh: nn suites on arm64 (qemu-aarch64)" >&2
+GOARCH=arm64 go vet ./...
+GOARCH=arm64 go test -count=1 -timeout 30m -exec qemu-aarch64 ./nn/...
 
 # The docker compose local cluster (deploy/compose), tested for real: offline
 # images, MNIST from S3 through a coordinator kill, a network partition and a
