@@ -267,10 +267,15 @@ const SmallPlane = 64
 // source indices built once per geometry. On such planes the row-by-row
 // loops spend their time on bounds and calls for rows of 1 to 8 values; the
 // table makes each a branch-free gather (padding reads a zero kept after
-// the plane) or scatter-add (padding adds into that spare slot).
+// the plane) or scatter-add (padding adds into that spare slot). With
+// AVX-512 the plane (im2col) or a col row (col2im) is held in four
+// registers and the table drives lane permutes (unfold_amd64.s).
 type UnfoldTable struct {
 	plane, ohw, taps int
 	idx              []int32 // taps×ohw: index into the plane, or plane for padding
+	// inv is col2im's table for the permute loops (nil when ohw > 64):
+	// taps×64, the col row entry that adds into each pixel, or 64 for none.
+	inv []int32
 }
 
 // NewUnfoldTable builds the table of g (its C is ignored: one channel);
@@ -296,12 +301,41 @@ func NewUnfoldTable(g ConvGeom) (u *UnfoldTable, ok bool) {
 			}
 		}
 	}
+	if ohw <= 64 {
+		// A tap reads each pixel at most once (strides are ≥ 1), so the
+		// inverse is well defined.
+		u.inv = make([]int32, taps*64)
+		for t := 0; t < taps; t++ {
+			inv := u.inv[t*64:][:64]
+			for q := range inv {
+				inv[q] = 64
+			}
+			for p, k := range u.idx[t*ohw:][:ohw] {
+				if int(k) < plane {
+					inv[k] = int32(p)
+				}
+			}
+		}
+	}
 	return u, true
+}
+
+// lanes returns a mask with the low n of 64 bits set.
+func lanes(n int) uint64 {
+	if n >= 64 {
+		return ^uint64(0)
+	}
+	return uint64(1)<<n - 1
 }
 
 // Im2col writes the taps rows of one channel plane img into col, row t at
 // col[t·ld:], ohw values each.
 func (u *UnfoldTable) Im2col(img, col []float32, ld int) {
+	if unfoldVecOK && u.ohw >= unfoldVecMin {
+		_, _ = img[u.plane-1], col[(u.taps-1)*ld+u.ohw-1]
+		unfoldPermIm2col(&col[0], ld, &img[0], &u.idx[0], u.ohw, u.taps, lanes(u.plane), uint16(lanes(u.ohw%16)))
+		return
+	}
 	var buf [2 * SmallPlane]float32    // a power of two: the mask below drops the bounds check
 	copy(buf[:u.plane], img[:u.plane]) // buf[plane] stays 0: the padding
 	for t := 0; t < u.taps; t++ {
@@ -316,6 +350,11 @@ func (u *UnfoldTable) Im2col(img, col []float32, ld int) {
 // order of Col2imLd (tap by tap, then output position), so the sums are
 // the same.
 func (u *UnfoldTable) Col2im(col, img []float32, ld int) {
+	if unfoldVecOK && u.inv != nil && u.ohw >= unfoldVecMin {
+		_, _ = img[u.plane-1], col[(u.taps-1)*ld+u.ohw-1]
+		unfoldPermCol2im(&col[0], ld, &img[0], &u.inv[0], u.taps, (u.plane+15)/16, lanes(u.plane), lanes(u.ohw))
+		return
+	}
 	var buf [2 * SmallPlane]float32
 	copy(buf[:u.plane], img[:u.plane])
 	for t := 0; t < u.taps; t++ {
@@ -326,3 +365,7 @@ func (u *UnfoldTable) Col2im(col, img []float32, ld int) {
 	}
 	copy(img[:u.plane], buf[:u.plane])
 }
+
+// unfoldVecMin is the smallest output plane the AVX-512 permute loops
+// take (BenchmarkUnfoldTable).
+var unfoldVecMin = 4

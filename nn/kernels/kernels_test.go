@@ -307,13 +307,36 @@ func TestUnfoldRandomGeoms(t *testing.T) {
 
 // TestUnfoldTableMatchesLoops: the table-driven im2col/col2im against the
 // row loops, bit for bit, on random small geometries.
-func TestUnfoldTableMatchesLoops(t *testing.T) {
+func TestUnfoldTableMatchesLoops(t *testing.T) { checkUnfoldTables(t) }
+
+// checkUnfoldTables runs UnfoldTable's Im2col (bit for bit) and Col2im
+// (equal as numbers) against the row loops on ResNet's small geometries
+// (full 64-pixel planes, a 64-entry and a longer output row among them),
+// then on random ones.
+func checkUnfoldTables(t *testing.T) {
+	t.Helper()
+	fixed := []ConvGeom{
+		NewConvGeom(1, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1),
+		NewConvGeom(1, 8, 8, 3, 3, 2, 2, 1, 1, 1, 1),
+		NewConvGeom(1, 8, 8, 1, 1, 2, 2, 0, 0, 1, 1),
+		NewConvGeom(1, 8, 8, 3, 3, 1, 1, 2, 2, 1, 1), // 10×10 output: col2im's row loops
+		NewConvGeom(1, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1),
+		NewConvGeom(1, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1),
+		NewConvGeom(1, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1),
+		NewConvGeom(1, 4, 8, 3, 3, 1, 1, 1, 1, 1, 1), // 32 pixels: the padding index has bit 5
+	}
 	rng := rand.New(rand.NewPCG(23, 29))
 	tested := 0
 	for it := 0; it < 2000 && tested < 300; it++ {
-		h, w := 1+rng.IntN(10), 1+rng.IntN(10)
-		kh, kw := 1+rng.IntN(5), 1+rng.IntN(5)
-		g := NewConvGeom(1, h, w, kh, kw, 1+rng.IntN(3), 1+rng.IntN(3), rng.IntN(3), rng.IntN(3), 1+rng.IntN(2), 1+rng.IntN(2))
+		var g ConvGeom
+		if it < len(fixed) {
+			g = fixed[it]
+		} else {
+			h, w := 1+rng.IntN(10), 1+rng.IntN(10)
+			kh, kw := 1+rng.IntN(5), 1+rng.IntN(5)
+			g = NewConvGeom(1, h, w, kh, kw, 1+rng.IntN(3), 1+rng.IntN(3), rng.IntN(3), rng.IntN(3), 1+rng.IntN(2), 1+rng.IntN(2))
+		}
+		h, w := g.H, g.W
 		if g.OH <= 0 || g.OW <= 0 {
 			continue
 		}
@@ -337,7 +360,8 @@ func TestUnfoldTableMatchesLoops(t *testing.T) {
 			}
 		}
 		col := randSlice(rng, g.ColRows()*ld)
-		gi, wi := make([]float32, h*w), make([]float32, h*w)
+		gi := randSlice(rng, h*w)
+		wi := append([]float32(nil), gi...)
 		tab.Col2im(col, gi, ld)
 		Col2imLd(g, append([]float32(nil), col...), wi, ld)
 		for i := range wi {

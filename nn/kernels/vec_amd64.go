@@ -40,3 +40,14 @@ func sgdMomentumVec(w, grad, b *float32, n int, wd, mu, damp, lr float32, decay 
 
 //go:noescape
 func maxTapVec(best *float32, arg *int32, src *float32, n int, idx0, step int32) (nan bool)
+
+// unfoldVecOK selects the AVX-512 permute loops of unfold_amd64.s for
+// UnfoldTable: only where the AVX-512 GEMM path was chosen, so
+// RINGTRAIN_KERNELS=avx2 or generic covers the portable loops.
+var unfoldVecOK = defaultKernel == avx512Kernel
+
+//go:noescape
+func unfoldPermIm2col(col *float32, ld int, img *float32, idx *int32, ohw, taps int, planeMask uint64, tail uint16)
+
+//go:noescape
+func unfoldPermCol2im(col *float32, ld int, img *float32, inv *int32, taps, chunks int, planeMask, rowMask uint64)

@@ -3,9 +3,12 @@
 package kernels
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"golang.org/x/sys/cpu"
 )
 
 // withVec runs f with the AVX2 loops switched on or off.
@@ -136,5 +139,55 @@ func TestVecMatchesScalar(t *testing.T) {
 		withVec(false, func() { c1, c2 = BNGradSums(fo, fx, 0.1, 1.3) })
 		closeTo("BNGradSums dy", n, a1, c1)
 		closeTo("BNGradSums dy·x̂", n, a2, c2)
+	}
+}
+
+// TestUnfoldTableBothPaths runs the table im2col/col2im checks with the
+// AVX-512 gather/scatter loops (down to one-entry rows: every tail mask)
+// and with the scalar loops, whatever the CPU would pick.
+func TestUnfoldTableBothPaths(t *testing.T) {
+	oldOK, oldMin := unfoldVecOK, unfoldVecMin
+	defer func() { unfoldVecOK, unfoldVecMin = oldOK, oldMin }()
+	unfoldVecOK = false
+	t.Run("scalar", checkUnfoldTables)
+	if !cpu.X86.HasAVX512F {
+		t.Skip("no AVX-512")
+	}
+	unfoldVecOK, unfoldVecMin = true, 1
+	t.Run("avx512", checkUnfoldTables)
+}
+
+// BenchmarkUnfoldTable: one channel plane of ResNet-18 at 32×32 input
+// (8×8, 4×4 and 2×2 maps, 3×3 kernels), AVX-512 gather/scatter vs scalar.
+func BenchmarkUnfoldTable(b *testing.B) {
+	oldOK := unfoldVecOK
+	defer func() { unfoldVecOK = oldOK }()
+	for _, g := range []ConvGeom{
+		NewConvGeom(1, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1),
+		NewConvGeom(1, 8, 8, 3, 3, 2, 2, 1, 1, 1, 1),
+		NewConvGeom(1, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1),
+		NewConvGeom(1, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1),
+	} {
+		tab, _ := NewUnfoldTable(g)
+		img := make([]float32, g.H*g.W)
+		col := make([]float32, g.ColRows()*g.ColCols())
+		for _, vec := range []bool{false, true} {
+			if vec && !oldOK {
+				continue
+			}
+			name := fmt.Sprintf("H%dS%d/vec=%v", g.H, g.SH, vec)
+			b.Run("im2col/"+name, func(b *testing.B) {
+				unfoldVecOK = vec
+				for b.Loop() {
+					tab.Im2col(img, col, g.ColCols())
+				}
+			})
+			b.Run("col2im/"+name, func(b *testing.B) {
+				unfoldVecOK = vec
+				for b.Loop() {
+					tab.Col2im(col, img, g.ColCols())
+				}
+			})
+		}
 	}
 }

@@ -26,3 +26,13 @@ func sgdMomentumVec(w, grad, b *float32, n int, wd, mu, damp, lr float32, decay 
 func maxTapVec(best *float32, arg *int32, src *float32, n int, idx0, step int32) bool {
 	panic("unreachable")
 }
+
+// unfoldVecOK is false off amd64: UnfoldTable's portable loops run.
+const unfoldVecOK = false
+
+func unfoldPermIm2col(col *float32, ld int, img *float32, idx *int32, ohw, taps int, planeMask uint64, tail uint16) {
+	panic("unreachable")
+}
+func unfoldPermCol2im(col *float32, ld int, img *float32, inv *int32, taps, chunks int, planeMask, rowMask uint64) {
+	panic("unreachable")
+}

@@ -1,0 +1,170 @@
+//go:build amd64
+
+// AVX-512 loops for UnfoldTable (kernels.go): the table im2col and col2im
+// of planes of at most 64 pixels. A whole plane (or a whole col row) sits
+// in four registers, and each 16 table entries become two two-register
+// permutes and a blend, with no memory gather: on Zen 5 a 16-lane
+// VGATHERDPS was no faster than the scalar loop.
+
+#include "textflag.h"
+
+// PERM64 sets out to the lanes of the 64-float table Z4:Z5:Z6:Z7 that the
+// low 6 bits of idx select (idx's bit 6 is checked by the callers). Z28
+// holds 32 in every lane; clobbers Z3 and K3.
+#define PERM64(idx, out) \
+	VMOVAPS Z4, out \
+	VPERMT2PS Z5, idx, out \
+	VMOVAPS Z6, Z3 \
+	VPERMT2PS Z7, idx, Z3 \
+	VPTESTMD Z28, idx, K3 \
+	VBLENDMPS Z3, out, K3, out
+
+// LOAD64 loads up to 64 floats from base into Z4..Z7, zeroing the lanes
+// whose bit in the 64-bit mask m (a GPR, consumed) is clear.
+#define LOAD64(base, m) \
+	KMOVW m, K5 \
+	VMOVUPS.Z (base), K5, Z4 \
+	SHRQ $16, m \
+	KMOVW m, K5 \
+	VMOVUPS.Z 64(base), K5, Z5 \
+	SHRQ $16, m \
+	KMOVW m, K5 \
+	VMOVUPS.Z 128(base), K5, Z6 \
+	SHRQ $16, m \
+	KMOVW m, K5 \
+	VMOVUPS.Z 192(base), K5, Z7
+
+// BROADCASTS sets Z28 to 32 and Z29 to 64 in every lane.
+#define BROADCASTS \
+	MOVL $32, AX \
+	VPBROADCASTD AX, Z28 \
+	MOVL $64, AX \
+	VPBROADCASTD AX, Z29
+
+// func unfoldPermIm2col(col *float32, ld int, img *float32, idx *int32, ohw, taps int, planeMask uint64, tail uint16)
+// For t < taps, p < ohw: col[t·ld+p] = img[idx[t·ohw+p]], or +0 where the
+// index is 64 or more (padding). planeMask has a bit per pixel of img;
+// tail is the mask of the last ohw%16 entries of a row.
+TEXT ·unfoldPermIm2col(SB), NOSPLIT, $0-58
+	MOVQ col+0(FP), DI
+	MOVQ ld+8(FP), R8
+	SHLQ $2, R8
+	MOVQ img+16(FP), SI
+	MOVQ idx+24(FP), DX
+	MOVQ ohw+32(FP), CX
+	MOVQ taps+40(FP), R9
+	MOVQ planeMask+48(FP), BX
+	LOAD64(SI, BX)
+	MOVWLZX tail+56(FP), AX
+	KMOVW AX, K2
+	BROADCASTS
+	MOVQ CX, R10
+	SHRQ $4, R10       // full vectors per row
+	ANDQ $15, CX
+	SHLQ $2, CX        // tail bytes
+im2col_tap:
+	TESTQ R9, R9
+	JEQ im2col_done
+	MOVQ DI, R11
+	MOVQ R10, R12
+im2col_full:
+	TESTQ R12, R12
+	JEQ im2col_tail
+	VMOVDQU32 (DX), Z1
+	PERM64(Z1, Z0)
+	VPTESTNMD Z29, Z1, K4
+	VMOVAPS.Z Z0, K4, Z0
+	VMOVUPS Z0, (R11)
+	ADDQ $64, DX
+	ADDQ $64, R11
+	DECQ R12
+	JMP im2col_full
+im2col_tail:
+	TESTQ CX, CX
+	JEQ im2col_next
+	VMOVDQU32.Z (DX), K2, Z1
+	PERM64(Z1, Z0)
+	VPTESTNMD Z29, Z1, K4
+	VMOVAPS.Z Z0, K4, Z0
+	VMOVUPS Z0, K2, (R11)
+	ADDQ CX, DX
+im2col_next:
+	ADDQ R8, DI
+	DECQ R9
+	JMP im2col_tap
+im2col_done:
+	VZEROUPPER
+	RET
+
+// ACCUM adds to acc the lanes of the col row (Z4..Z7) that the 16 inverse
+// entries at off(DX) select, where an entry is below 64 (masked add: the
+// other lanes keep their value exactly).
+#define ACCUM(off, acc) \
+	VMOVDQU32 off(DX), Z1 \
+	PERM64(Z1, Z0) \
+	VPTESTNMD Z29, Z1, K4 \
+	VADDPS Z0, acc, K4, acc
+
+// func unfoldPermCol2im(col *float32, ld int, img *float32, inv *int32, taps, chunks int, planeMask, rowMask uint64)
+// For t < taps in order, q < 16·chunks: img[q] += col[t·ld+inv[t·64+q]]
+// where that entry is below 64. inv has 64 entries per tap; planeMask has
+// a bit per pixel of img (at most 16·chunks), rowMask a bit per entry of
+// a col row.
+TEXT ·unfoldPermCol2im(SB), NOSPLIT, $0-64
+	MOVQ col+0(FP), DI
+	MOVQ ld+8(FP), R8
+	SHLQ $2, R8
+	MOVQ img+16(FP), SI
+	MOVQ inv+24(FP), DX
+	MOVQ taps+32(FP), R9
+	MOVQ chunks+40(FP), R10
+	MOVQ planeMask+48(FP), BX
+	MOVQ rowMask+56(FP), R13
+	// The plane's accumulators Z16..Z19, loaded as LOAD64 does.
+	MOVQ BX, AX
+	KMOVW AX, K5
+	VMOVUPS.Z (SI), K5, Z16
+	SHRQ $16, AX
+	KMOVW AX, K5
+	VMOVUPS.Z 64(SI), K5, Z17
+	SHRQ $16, AX
+	KMOVW AX, K5
+	VMOVUPS.Z 128(SI), K5, Z18
+	SHRQ $16, AX
+	KMOVW AX, K5
+	VMOVUPS.Z 192(SI), K5, Z19
+	BROADCASTS
+col2im_tap:
+	TESTQ R9, R9
+	JEQ col2im_store
+	MOVQ R13, R12
+	LOAD64(DI, R12)
+	ACCUM(0, Z16)
+	CMPQ R10, $1
+	JEQ col2im_next
+	ACCUM(64, Z17)
+	CMPQ R10, $2
+	JEQ col2im_next
+	ACCUM(128, Z18)
+	CMPQ R10, $3
+	JEQ col2im_next
+	ACCUM(192, Z19)
+col2im_next:
+	ADDQ $256, DX
+	ADDQ R8, DI
+	DECQ R9
+	JMP col2im_tap
+col2im_store:
+	KMOVW BX, K5
+	VMOVUPS Z16, K5, (SI)
+	SHRQ $16, BX
+	KMOVW BX, K5
+	VMOVUPS Z17, K5, 64(SI)
+	SHRQ $16, BX
+	KMOVW BX, K5
+	VMOVUPS Z18, K5, 128(SI)
+	SHRQ $16, BX
+	KMOVW BX, K5
+	VMOVUPS Z19, K5, 192(SI)
+	VZEROUPPER
+	RET
