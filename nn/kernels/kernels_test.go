@@ -27,6 +27,10 @@ var convGeoms = []ConvGeom{
 	NewConvGeom(2, 6, 4, 3, 1, 1, 1, 0, 0, 1, 1),
 	NewConvGeom(3, 4, 4, 1, 1, 1, 1, 0, 0, 1, 1),
 	NewConvGeom(1, 3, 5, 2, 3, 1, 1, 4, 1, 1, 1),
+	// wide stride-2 rows: the AVX-512 stride-2 copies and adds, with tails
+	NewConvGeom(2, 5, 75, 3, 7, 2, 2, 1, 3, 1, 1),
+	NewConvGeom(1, 3, 66, 1, 1, 2, 2, 0, 0, 1, 1),
+	NewConvGeom(1, 4, 40, 3, 3, 2, 2, 1, 1, 2, 2),
 }
 
 // convDirect is the textbook convolution: out[o][oy][ox] = Σ w·img.

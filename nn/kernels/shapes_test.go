@@ -17,6 +17,11 @@ func BenchmarkSgemmShapes(b *testing.B) {
 		{"conv3x3-fwd", false, false, 64, 3136, 576},
 		{"conv3x3-dW", false, true, 64, 576, 3136},
 		{"conv3x3-dX", true, false, 576, 3136, 64},
+		{"l2-fwd", false, false, 128, 784, 1152},
+		{"l3-fwd", false, false, 256, 196, 2304},
+		{"l4-fwd", false, false, 512, 49, 4608},
+		{"l4-dW", false, true, 512, 4608, 49},
+		{"l4-dX", true, false, 4608, 49, 512},
 		{"linear-fwd-b16", false, true, 16, 4096, 4096},
 		{"linear-dW-b16", true, false, 4096, 4096, 16},
 	}

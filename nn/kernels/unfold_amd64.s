@@ -168,3 +168,97 @@ col2im_store:
 	VMOVUPS Z19, K5, 192(SI)
 	VZEROUPPER
 	RET
+
+// Lane indices for the stride-2 loops: even positions of a two-register
+// table, and each of 16 values twice (low and high half).
+DATA ·even2<>+0(SB)/4, $0
+DATA ·even2<>+4(SB)/4, $2
+DATA ·even2<>+8(SB)/4, $4
+DATA ·even2<>+12(SB)/4, $6
+DATA ·even2<>+16(SB)/4, $8
+DATA ·even2<>+20(SB)/4, $10
+DATA ·even2<>+24(SB)/4, $12
+DATA ·even2<>+28(SB)/4, $14
+DATA ·even2<>+32(SB)/4, $16
+DATA ·even2<>+36(SB)/4, $18
+DATA ·even2<>+40(SB)/4, $20
+DATA ·even2<>+44(SB)/4, $22
+DATA ·even2<>+48(SB)/4, $24
+DATA ·even2<>+52(SB)/4, $26
+DATA ·even2<>+56(SB)/4, $28
+DATA ·even2<>+60(SB)/4, $30
+GLOBL ·even2<>(SB), RODATA|NOPTR, $64
+
+DATA ·twice<>+0(SB)/4, $0
+DATA ·twice<>+4(SB)/4, $0
+DATA ·twice<>+8(SB)/4, $1
+DATA ·twice<>+12(SB)/4, $1
+DATA ·twice<>+16(SB)/4, $2
+DATA ·twice<>+20(SB)/4, $2
+DATA ·twice<>+24(SB)/4, $3
+DATA ·twice<>+28(SB)/4, $3
+DATA ·twice<>+32(SB)/4, $4
+DATA ·twice<>+36(SB)/4, $4
+DATA ·twice<>+40(SB)/4, $5
+DATA ·twice<>+44(SB)/4, $5
+DATA ·twice<>+48(SB)/4, $6
+DATA ·twice<>+52(SB)/4, $6
+DATA ·twice<>+56(SB)/4, $7
+DATA ·twice<>+60(SB)/4, $7
+GLOBL ·twice<>(SB), RODATA|NOPTR, $64
+
+// func stride2CopyAVX512(dst, src *float32, n int)
+// dst[i] = src[2i] for i < n, n a multiple of 16; reads src[0:2n].
+TEXT ·stride2CopyAVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHRQ $4, CX
+	VMOVDQU32 ·even2<>(SB), Z20
+s2copy_loop:
+	TESTQ CX, CX
+	JEQ s2copy_done
+	VMOVUPS (SI), Z0
+	VPERMT2PS 64(SI), Z20, Z0
+	VMOVUPS Z0, (DI)
+	ADDQ $128, SI
+	ADDQ $64, DI
+	DECQ CX
+	JMP s2copy_loop
+s2copy_done:
+	VZEROUPPER
+	RET
+
+// func stride2AddAVX512(dst, src *float32, n int)
+// dst[2i] += src[i] for i < n, n a multiple of 16; the odd entries of
+// dst[0:2n] are loaded and stored back unchanged (a masked add).
+TEXT ·stride2AddAVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHRQ $4, CX
+	VMOVDQU32 ·twice<>(SB), Z20
+	MOVL $8, AX
+	VPBROADCASTD AX, Z21
+	VPADDD Z21, Z20, Z21 // 8,8,9,9,…,15,15
+	MOVL $0x5555, AX
+	KMOVW AX, K1
+s2add_loop:
+	TESTQ CX, CX
+	JEQ s2add_done
+	VMOVUPS (SI), Z0
+	VPERMPS Z0, Z20, Z1
+	VPERMPS Z0, Z21, Z2
+	VMOVUPS (DI), Z3
+	VADDPS Z1, Z3, K1, Z3
+	VMOVUPS Z3, (DI)
+	VMOVUPS 64(DI), Z4
+	VADDPS Z2, Z4, K1, Z4
+	VMOVUPS Z4, 64(DI)
+	ADDQ $64, SI
+	ADDQ $128, DI
+	DECQ CX
+	JMP s2add_loop
+s2add_done:
+	VZEROUPPER
+	RET

@@ -51,3 +51,9 @@ func unfoldPermIm2col(col *float32, ld int, img *float32, idx *int32, ohw, taps 
 
 //go:noescape
 func unfoldPermCol2im(col *float32, ld int, img *float32, inv *int32, taps, chunks int, planeMask, rowMask uint64)
+
+//go:noescape
+func stride2CopyAVX512(dst, src *float32, n int)
+
+//go:noescape
+func stride2AddAVX512(dst, src *float32, n int)

@@ -191,3 +191,49 @@ func BenchmarkUnfoldTable(b *testing.B) {
 		}
 	}
 }
+
+// TestStridedRowsBothPaths: stridedCopy and stridedAdd (bit for bit) against
+// their loops, for every stride-2 length up to 100 with 0 to 2 spare
+// values of s or d, with the AVX-512 loops on and off; and the im2col
+// geometries through them.
+func TestStridedRowsBothPaths(t *testing.T) {
+	old := unfoldVecOK
+	defer func() { unfoldVecOK = old }()
+	rng := rand.New(rand.NewPCG(41, 43))
+	for _, vec := range []bool{false, true} {
+		if vec && !cpu.X86.HasAVX512F {
+			continue
+		}
+		unfoldVecOK = vec
+		for n := 0; n <= 100; n++ {
+			for spare := 0; spare < 3; spare++ {
+				src := randSlice(rng, max(0, 2*n-1)+spare)
+				got, want := randSlice(rng, n), make([]float32, n)
+				stridedCopy(got, src, 2)
+				for i := range want {
+					want[i] = src[2*i]
+				}
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("vec=%v n=%d spare=%d: stridedCopy [%d] = %v, want %v", vec, n, spare, i, got[i], want[i])
+					}
+				}
+				d := randSlice(rng, max(0, 2*n-1)+spare)
+				wantD := append([]float32(nil), d...)
+				add := randSlice(rng, n)
+				stridedAdd(d, add, 2)
+				for i, v := range add {
+					wantD[2*i] += v
+				}
+				for i := range wantD {
+					if math.Float32bits(d[i]) != math.Float32bits(wantD[i]) {
+						t.Fatalf("vec=%v n=%d spare=%d: stridedAdd [%d] = %v, want %v", vec, n, spare, i, d[i], wantD[i])
+					}
+				}
+			}
+		}
+		for _, g := range convGeoms {
+			checkUnfoldAgainstRef(t, rng, g)
+		}
+	}
+}

@@ -36,3 +36,5 @@ func unfoldPermIm2col(col *float32, ld int, img *float32, idx *int32, ohw, taps 
 func unfoldPermCol2im(col *float32, ld int, img *float32, inv *int32, taps, chunks int, planeMask, rowMask uint64) {
 	panic("unreachable")
 }
+func stride2CopyAVX512(dst, src *float32, n int) { panic("unreachable") }
+func stride2AddAVX512(dst, src *float32, n int)  { panic("unreachable") }
