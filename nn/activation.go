@@ -22,6 +22,10 @@ type ReLU struct {
 	out, dx              buf
 	y                    *tensor.Dense
 	inPlace, gradInPlace bool
+	// fused: the BatchNorm2D before it rectifies its output and masks the
+	// gradient itself (BatchNorm2D.reluFwd/reluBwd); this layer passes
+	// both through and only keeps its output for that mask.
+	fused bool
 	// The current call's slices, and the loops over them bound once so that
 	// a step allocates nothing.
 	xs, ys, dys, dxs []float32
@@ -33,6 +37,10 @@ func (r *ReLU) Kind() string                              { return "ReLU" }
 func (r *ReLU) Build(b *Builder, in Shape) (Shape, error) { return in, nil }
 
 func (r *ReLU) Forward(s *State, x *tensor.Dense) *tensor.Dense {
+	if r.fused {
+		r.y = x
+		return x
+	}
 	y := x
 	if !r.inPlace {
 		sh := x.Shape()
@@ -50,6 +58,9 @@ func (r *ReLU) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 func (r *ReLU) Backward(s *State, dy *tensor.Dense, needDx bool) *tensor.Dense {
 	if !needDx {
 		return nil
+	}
+	if r.fused {
+		return dy
 	}
 	dx := dy
 	if !r.gradInPlace {

@@ -138,6 +138,18 @@ func TestReferenceNetTrainStepAllocs(t *testing.T) {
 			if allocs := testing.AllocsPerRun(3, step); allocs > 0 {
 				t.Errorf("%v allocations per steady-state training step, want 0", allocs)
 			}
+			// Inference (evaluation mode, forward only), as prediction runs.
+			x := tensor.New(tensor.WithShape(append([]int{2}, m.In...)...), tensor.WithBacking(make([]float32, 2*m.In.Size())))
+			eval := &nn.State{Pool: pool}
+			predict := func() {
+				if _, err := m.Forward(eval, x); err != nil {
+					t.Fatal(err)
+				}
+			}
+			predict()
+			if allocs := testing.AllocsPerRun(3, predict); allocs > 0 {
+				t.Errorf("%v allocations per steady-state inference forward, want 0", allocs)
+			}
 		})
 	}
 }

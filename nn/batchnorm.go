@@ -35,6 +35,12 @@ type BatchNorm2D struct {
 	fwd, bwd         func(lo, hi int)
 	usedBatch        bool     // forward used batch statistics
 	params           []*Param // built once: Params is on the backward path
+	// reluFwd and reluBwd fuse the in-place ReLU that follows (planned by
+	// Sequential.planInPlace): forward rectifies each plane right after
+	// normalising it, while it is still in cache, and backward masks each
+	// plane of dy by the output before its sums; the ReLU then passes
+	// its tensors through. The values are the same as unfused.
+	reluFwd, reluBwd bool
 }
 
 var _ Module = (*BatchNorm2D)(nil)
@@ -127,6 +133,9 @@ func (b *BatchNorm2D) forwardChannels(lo, hi int) {
 		for i := 0; i < n; i++ {
 			off := (i*b.C + c) * hw
 			kernels.Normalize(yd[off:off+hw], xd[off:off+hw], mf, is, g, be)
+			if b.reluFwd {
+				kernels.ReLU(yd[off:off+hw], yd[off:off+hw])
+			}
 		}
 	}
 }
@@ -160,6 +169,9 @@ func (b *BatchNorm2D) backwardChannels(lo, hi int) {
 		mf, is := b.mean[c], b.invstd[c]
 		for i := 0; i < n; i++ {
 			off := (i*b.C + c) * hw
+			if b.reluBwd { // dy is the fused ReLU's own buffer: mask it in place
+				kernels.ReLUBackward(dyd[off:off+hw], dyd[off:off+hw], b.yd[off:off+hw])
+			}
 			s1, s2 := kernels.BNGradSums(dyd[off:off+hw], xd[off:off+hw], mf, is)
 			sdy, sdyx = sdy+s1, sdyx+s2
 		}

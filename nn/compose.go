@@ -73,11 +73,18 @@ func (q *Sequential) planInPlace() {
 		if !ok {
 			continue
 		}
-		_, afterBN := q.children[i-1].Module.(*BatchNorm2D)
+		bn, afterBN := q.children[i-1].Module.(*BatchNorm2D)
 		r.inPlace = afterBN
 		r.gradInPlace = false
 		if i+1 < len(q.children) {
 			_, r.gradInPlace = q.children[i+1].Module.(*Conv2D)
+		}
+		// Both in place: the BatchNorm2D does the ReLU's work in its own
+		// passes (BatchNorm2D.reluFwd), one pass over the activation and
+		// one over its gradient fewer.
+		r.fused = r.inPlace && r.gradInPlace
+		if afterBN {
+			bn.reluFwd, bn.reluBwd = r.fused, r.fused
 		}
 	}
 }

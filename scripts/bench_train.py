@@ -8,13 +8,16 @@ see the same machine load; prints a Markdown table with ratios: of
 throughput (img/s) and of CPU time per step (PyTorch's / ringtrain's; the
 steadier one when the machine is shared, but it hides idle cores, so the
 throughput ratio of a quiet run is the one that counts).
+
+--predict times inference instead: evaluation mode, forward only
+(PyTorch: net.eval() under torch.no_grad(); ringtrain: bench train --predict).
 """
 import argparse, os, re, resource, subprocess, sys, time
 
 CASES = ["alexnet:224:16", "vgg11:224:4", "googlenet:224:8", "resnet18:224:8",
          "resnet50:224:4", "densenet121:224:4", "resnet18:32:64"]
 
-def torch_case(name, hw, bs, threads, seconds):
+def torch_case(name, hw, bs, threads, seconds, predict):
     code = f"""
 import time, resource, torch, torchvision.models as m
 torch.set_num_threads({threads})
@@ -24,6 +27,11 @@ opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
 x, y = torch.randn({bs}, 3, {hw}, {hw}), torch.randint(0, 10, ({bs},))
 def step():
     opt.zero_grad(); torch.nn.functional.cross_entropy(net(x), y).backward(); opt.step()
+if {predict}:
+    net.eval()
+    def step():
+        with torch.no_grad():
+            net(x)
 step()
 n, t, c = 0, time.perf_counter(), time.process_time()
 while time.perf_counter() - t < {seconds} or n < 2:
@@ -42,6 +50,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=6)
+    ap.add_argument("--predict", action="store_true", help="time inference (eval, forward only) instead of training")
     ap.add_argument("cases", nargs="*", default=CASES)
     a = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,9 +61,9 @@ def main():
     for case in a.cases:
         name, hw, bs = case.split(":")
         hw, bs = int(hw), int(bs)
-        t = torch_case(name, hw, bs, a.threads, a.seconds)
+        t = torch_case(name, hw, bs, a.threads, a.seconds, a.predict)
         r = parse(subprocess.run([binary, "bench", "train", "--net", name, "--input", str(hw), "--batch", str(bs),
-                                  "--threads", str(a.threads), "--seconds", str(a.seconds)],
+                                  "--threads", str(a.threads), "--seconds", str(a.seconds)] + (["--predict"] if a.predict else []),
                                  capture_output=True, text=True, check=True).stdout)
         print(f"| {name} | {hw} | {bs} | {r['img_per_s']:.2f} | {t['img_per_s']:.2f} | {r['img_per_s']/t['img_per_s']:.2f} | "
               f"{t['cpu_ms_per_step']/r['cpu_ms_per_step']:.2f} | "

@@ -17,7 +17,9 @@ import (
 )
 
 // benchTrain times full SGD steps (forward, loss, backward, update) on
-// random data and prints one parseable line.
+// random data and prints one parseable line; with --predict it times
+// inference instead (evaluation mode, forward only, as prediction and
+// feature extraction run).
 func benchTrain(args []string) error {
 	fs := flag.NewFlagSet("bench train", flag.ContinueOnError)
 	name, cfg, _ := netFlags(fs)
@@ -26,6 +28,7 @@ func benchTrain(args []string) error {
 	seconds := fs.Float64("seconds", 6, "minimum measuring time")
 	minSteps := fs.Int("min-steps", 2, "minimum measured steps")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured steps to this file")
+	predict := fs.Bool("predict", false, "time inference (evaluation mode, forward only) instead of training steps")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -55,8 +58,13 @@ func benchTrain(args []string) error {
 		labels[i] = int32(rng.IntN(m.Out[0]))
 	}
 	st := &nn.State{Train: true, Pool: pool, RNG: rng}
+	evalState := &nn.State{Pool: pool, RNG: rng}
 	loss := &nn.CrossEntropy{}
 	step := func() error {
+		if *predict {
+			_, err := m.Forward(evalState, x)
+			return err
+		}
 		m.ZeroGrad()
 		y, err := m.Forward(st, x)
 		if err != nil {
@@ -97,8 +105,12 @@ func benchTrain(args []string) error {
 	cpu := (cpuSeconds() - cpu0) / float64(n)
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	fmt.Printf("train net=%s input=%d batch=%d threads=%d img_per_s=%.2f ms_per_step=%.1f cpu_ms_per_step=%.1f peak_rss_mib=%.0f\n",
-		*name, m.In[1], *batch, *threads, float64(*batch)/dt, dt*1000, cpu*1000, float64(ru.Maxrss)/1024)
+	mode := "train"
+	if *predict {
+		mode = "predict"
+	}
+	fmt.Printf("%s net=%s input=%d batch=%d threads=%d img_per_s=%.2f ms_per_step=%.1f cpu_ms_per_step=%.1f peak_rss_mib=%.0f\n",
+		mode, *name, m.In[1], *batch, *threads, float64(*batch)/dt, dt*1000, cpu*1000, float64(ru.Maxrss)/1024)
 	return nil
 }
 

@@ -1,0 +1,84 @@
+package nn
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/ringtrain/ringtrain/nn/kernels"
+	"gorgonia.org/tensor"
+)
+
+// TestFusedBNReLUMatchesUnfused: conv → BN → ReLU → conv, the BN+ReLU pair
+// fused as planned, against the same model with the fusion switched off:
+// outputs and every parameter gradient (the first conv's through BN's input
+// gradient) bit for bit, in
+// training (batch statistics) and evaluation (running statistics).
+func TestFusedBNReLUMatchesUnfused(t *testing.T) {
+	build := func() (*Model, *BatchNorm2D, *ReLU) {
+		bn, relu := NewBatchNorm2D(6), NewReLU()
+		seq := NewSequential(
+			NewConv2D(ConvConfig{In: 3, Out: 6, KH: 3, KW: 3, PadH: 1, PadW: 1}),
+			bn, relu,
+			NewConv2D(ConvConfig{In: 6, Out: 4, KH: 3, KW: 3, PadH: 1, PadW: 1, Bias: true}),
+		)
+		m, err := NewModel(seq, Shape{3, 9, 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Reset(rand.New(rand.NewPCG(5, 6)))
+		return m, bn, relu
+	}
+	fused, fbn, frelu := build()
+	plain, pbn, prelu := build()
+	if !frelu.fused || !fbn.reluFwd || !fbn.reluBwd {
+		t.Fatalf("conv-BN-ReLU-conv not fused: relu.fused=%v bn=%v/%v", frelu.fused, fbn.reluFwd, fbn.reluBwd)
+	}
+	prelu.fused, pbn.reluFwd, pbn.reluBwd = false, false, false
+	pool := kernels.NewPool(2)
+	defer pool.Close()
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, train := range []bool{true, false} {
+		// Shift the inputs so that about half of the BN outputs are negative.
+		xd := randFloats(rng, 5*3*9*7)
+		for i := range xd {
+			xd[i] += 0.3
+		}
+		for _, m := range []*Model{fused, plain} {
+			m.ZeroGrad()
+		}
+		s := &State{Train: train, Pool: pool}
+		var ys [2][]float32
+		for j, m := range []*Model{fused, plain} {
+			x := tensor.New(tensor.WithShape(5, 3, 9, 7), tensor.WithBacking(append([]float32(nil), xd...)))
+			y, err := m.Forward(s, x)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ys[j] = append([]float32(nil), f32(y)...)
+			dy := tensor.New(tensor.WithShape(y.Shape()...), tensor.WithBacking(randFloats(rand.New(rand.NewPCG(9, 9)), y.Shape().TotalSize())))
+			if err := m.Backward(s, dy); err != nil {
+				t.Fatal(err)
+			}
+		}
+		same := func(what string, a, b []float32) {
+			t.Helper()
+			for i := range a {
+				if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+					t.Fatalf("train=%v %s[%d]: fused %v, unfused %v", train, what, i, a[i], b[i])
+				}
+			}
+		}
+		same("y", ys[0], ys[1])
+		same("grad", fused.Grad, plain.Grad)
+		var zeros int
+		for _, v := range f32(frelu.y) {
+			if v == 0 {
+				zeros++
+			}
+		}
+		if zeros == 0 || zeros == len(f32(frelu.y)) {
+			t.Fatalf("train=%v: %d of %d ReLU outputs are zero: the mask is not exercised", train, zeros, len(f32(frelu.y)))
+		}
+	}
+}
