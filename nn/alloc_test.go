@@ -140,7 +140,7 @@ func TestReferenceNetTrainStepAllocs(t *testing.T) {
 			}
 			// Inference (evaluation mode, forward only), as prediction runs.
 			x := tensor.New(tensor.WithShape(append([]int{2}, m.In...)...), tensor.WithBacking(make([]float32, 2*m.In.Size())))
-			eval := &nn.State{Pool: pool}
+			eval := &nn.State{Inference: true, Pool: pool}
 			predict := func() {
 				if _, err := m.Forward(eval, x); err != nil {
 					t.Fatal(err)

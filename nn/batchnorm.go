@@ -41,6 +41,10 @@ type BatchNorm2D struct {
 	// plane of dy by the output before its sums; the ReLU then passes
 	// its tensors through. The values are the same as unfused.
 	reluFwd, reluBwd bool
+	// afterConv: the input is the output of the Conv2D just before it in a
+	// Sequential, read by nothing else, so inference (State.Inference: no
+	// backward will read it) normalises it in place: a buffer fewer.
+	afterConv bool
 }
 
 var _ Module = (*BatchNorm2D)(nil)
@@ -85,7 +89,10 @@ func (b *BatchNorm2D) frozen() bool { return !b.Weight.Trainable && !b.Bias.Trai
 func (b *BatchNorm2D) Forward(s *State, x *tensor.Dense) *tensor.Dense {
 	sh := x.Shape()
 	n, hw := sh[0], sh[2]*sh[3]
-	y := b.out.get(n, Shape{b.C, sh[2], sh[3]})
+	y := x
+	if !s.Inference || !b.afterConv {
+		y = b.out.get(n, Shape{b.C, sh[2], sh[3]})
+	}
 	b.x = x
 	b.usedBatch = s.Train && !b.frozen()
 	b.xd, b.yd, b.n, b.hw = f32(x), f32(y), n, hw

@@ -66,9 +66,13 @@ func (q *Sequential) Build(b *Builder, in Shape) (Shape, error) {
 // output), and the gradient it receives is the input gradient of the
 // Conv2D just after it (that conv's own buffer, read by nothing else). The
 // first and last children are never changed: their input or gradient comes
-// from outside, where others may read it too.
+// from outside, where others may read it too. Likewise a BatchNorm2D right
+// after a Conv2D normalises that conv's output in place in inference.
 func (q *Sequential) planInPlace() {
 	for i := 1; i < len(q.children); i++ {
+		if bn, ok := q.children[i].Module.(*BatchNorm2D); ok {
+			_, bn.afterConv = q.children[i-1].Module.(*Conv2D)
+		}
 		r, ok := q.children[i].Module.(*ReLU)
 		if !ok {
 			continue

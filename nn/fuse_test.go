@@ -82,3 +82,43 @@ func TestFusedBNReLUMatchesUnfused(t *testing.T) {
 		}
 	}
 }
+
+// TestInferenceBNInPlace: with State.Inference a BatchNorm2D right after a
+// Conv2D normalises the conv's output in place (no buffer of its own), and
+// the model's output equals evaluation mode's bit for bit.
+func TestInferenceBNInPlace(t *testing.T) {
+	bn := NewBatchNorm2D(6)
+	seq := NewSequential(
+		NewConv2D(ConvConfig{In: 3, Out: 6, KH: 3, KW: 3, PadH: 1, PadW: 1}),
+		bn, NewReLU(),
+		NewConv2D(ConvConfig{In: 6, Out: 4, KH: 1, KW: 1}),
+		NewBatchNorm2D(4),
+	)
+	m, err := NewModel(seq, Shape{3, 8, 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	m.Reset(rng)
+	for i := range bn.RunningMean.Data { // non-trivial running statistics
+		bn.RunningMean.Data[i], bn.RunningVar.Data[i] = rng.Float32()-0.5, 0.5+rng.Float32()
+	}
+	x := tensor.New(tensor.WithShape(2, 3, 8, 8), tensor.WithBacking(randFloats(rng, 2*3*8*8)))
+	y, err := m.Forward(&State{Inference: true}, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := append([]float32(nil), f32(y)...)
+	if bn.out.t != nil {
+		t.Fatal("inference allocated the BatchNorm2D's own output buffer")
+	}
+	y, err = m.Forward(&State{}, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range f32(y) {
+		if math.Float32bits(v) != math.Float32bits(got[i]) {
+			t.Fatalf("y[%d]: inference %v, evaluation %v", i, got[i], v)
+		}
+	}
+}

@@ -133,6 +133,10 @@ type Initializer interface {
 type State struct {
 	// Train selects training behaviour (batch statistics, dropout).
 	Train bool
+	// Inference promises that no Backward follows this forward (as
+	// torch.no_grad): layers may then overwrite activations that their
+	// backward would have read. Prediction and evaluation set it.
+	Inference bool
 	// Pool runs the kernels; nil means single-threaded.
 	Pool *kernels.Pool
 	// RNG drives dropout; nil is an error in training mode with dropout.

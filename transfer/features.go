@@ -51,7 +51,7 @@ func DatasetFeatures(ctx context.Context, m *nn.Model, pool *kernels.Pool, store
 		return nil, nil, err
 	}
 	defer l.Close()
-	st := &nn.State{Pool: pool}
+	st := &nn.State{Inference: true, Pool: pool}
 	sz := m.In.Size()
 	out := make([]float32, 0, len(ix.Samples)*m.Out.Size())
 	labels := make([]int32, 0, len(ix.Samples))

@@ -45,7 +45,7 @@ func Run(m *nn.Model, pool *kernels.Pool, x []float32, batch int, each func(done
 	}
 	n := len(x) / sz
 	out := make([]float32, 0, n*m.Out.Size())
-	st := &nn.State{Pool: pool}
+	st := &nn.State{Inference: true, Pool: pool}
 	for lo := 0; lo < n; lo += batch {
 		k := min(batch, n-lo)
 		xt := tensor.New(tensor.WithShape(append([]int{k}, m.In...)...), tensor.WithBacking(x[lo*sz:(lo+k)*sz]))

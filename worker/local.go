@@ -215,7 +215,7 @@ func TrainLocal(ctx context.Context, cfg LocalConfig) (Result, error) {
 
 // Evaluate returns top-1 accuracy of model on a whole in-memory split.
 func Evaluate(model *nn.Model, pool *kernels.Pool, data *dataset.Arrays, mean, std float32, batch int) (float64, error) {
-	st := &nn.State{Train: false, Pool: pool}
+	st := &nn.State{Inference: true, Pool: pool}
 	sample := data.C * data.H * data.W
 	xbuf := make([]float32, batch*sample)
 	correct := 0

@@ -380,7 +380,7 @@ func (r *Replica) Sync(ctx context.Context, comm allreduce.Communicator, fresh b
 
 // Evaluate computes top-1 accuracy over data, sharded across the ring.
 func (r *Replica) Evaluate(ctx context.Context, comm allreduce.Communicator, data Source, batch int) (float64, error) {
-	st := nn.State{Train: false, Pool: r.st.Pool}
+	st := nn.State{Inference: true, Pool: r.st.Pool}
 	world, rank := comm.Size(), comm.Rank()
 	n := data.Len()
 	lo, hi := rank*n/world, (rank+1)*n/world
@@ -422,7 +422,7 @@ func (r *Replica) EvaluateStream(ctx context.Context, comm allreduce.Communicato
 		return 0, fmt.Errorf("evaluation: %w", err)
 	}
 	defer feed.Close()
-	st := nn.State{Train: false, Pool: r.st.Pool}
+	st := nn.State{Inference: true, Pool: r.st.Pool}
 	sz := r.Model.In.Size()
 	var correct, seen int
 	for step := 0; step < s.StepsPerEpoch(); step++ {

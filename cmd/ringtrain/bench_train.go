@@ -18,8 +18,8 @@ import (
 
 // benchTrain times full SGD steps (forward, loss, backward, update) on
 // random data and prints one parseable line; with --predict it times
-// inference instead (evaluation mode, forward only, as prediction and
-// feature extraction run).
+// inference instead (evaluation mode, forward only, State.Inference, as
+// prediction and feature extraction run).
 func benchTrain(args []string) error {
 	fs := flag.NewFlagSet("bench train", flag.ContinueOnError)
 	name, cfg, _ := netFlags(fs)
@@ -58,7 +58,7 @@ func benchTrain(args []string) error {
 		labels[i] = int32(rng.IntN(m.Out[0]))
 	}
 	st := &nn.State{Train: true, Pool: pool, RNG: rng}
-	evalState := &nn.State{Pool: pool, RNG: rng}
+	evalState := &nn.State{Inference: true, Pool: pool, RNG: rng}
 	loss := &nn.CrossEntropy{}
 	step := func() error {
 		if *predict {
