@@ -176,7 +176,7 @@ func (b *BatchNorm2D) backwardChannels(lo, hi int) {
 		mf, is := b.mean[c], b.invstd[c]
 		for i := 0; i < n; i++ {
 			off := (i*b.C + c) * hw
-			if b.reluBwd { // dy is the fused ReLU's own buffer: mask it in place
+			if b.reluBwd { // dy is the next conv's input-gradient buffer, passed through the ReLU: mask it in place
 				kernels.ReLUBackward(dyd[off:off+hw], dyd[off:off+hw], b.yd[off:off+hw])
 			}
 			s1, s2 := kernels.BNGradSums(dyd[off:off+hw], xd[off:off+hw], mf, is)

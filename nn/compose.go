@@ -69,6 +69,15 @@ func (q *Sequential) Build(b *Builder, in Shape) (Shape, error) {
 // from outside, where others may read it too. Likewise a BatchNorm2D right
 // after a Conv2D normalises that conv's output in place in inference.
 func (q *Sequential) planInPlace() {
+	// A module built again in another place keeps no plan from before.
+	for _, c := range q.children {
+		switch m := c.Module.(type) {
+		case *ReLU:
+			m.inPlace, m.gradInPlace, m.fused = false, false, false
+		case *BatchNorm2D:
+			m.reluFwd, m.reluBwd, m.afterConv = false, false, false
+		}
+	}
 	for i := 1; i < len(q.children); i++ {
 		if bn, ok := q.children[i].Module.(*BatchNorm2D); ok {
 			_, bn.afterConv = q.children[i-1].Module.(*Conv2D)

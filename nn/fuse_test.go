@@ -3,6 +3,7 @@ package nn
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/ringtrain/ringtrain/nn/kernels"
@@ -29,14 +30,31 @@ func TestFusedBNReLUMatchesUnfused(t *testing.T) {
 		m.Reset(rand.New(rand.NewPCG(5, 6)))
 		return m, bn, relu
 	}
-	fused, fbn, frelu := build()
-	plain, pbn, prelu := build()
-	if !frelu.fused || !fbn.reluFwd || !fbn.reluBwd {
-		t.Fatalf("conv-BN-ReLU-conv not fused: relu.fused=%v bn=%v/%v", frelu.fused, fbn.reluFwd, fbn.reluBwd)
-	}
-	prelu.fused, pbn.reluFwd, pbn.reluBwd = false, false, false
 	pool := kernels.NewPool(2)
 	defer pool.Close()
+	// frozen: the layer prefix frozen in both models: none, the BN (its
+	// backward then uses running statistics and only passes dx down), or
+	// the first conv (the BN is then the lowest layer backward runs, asked
+	// for no input gradient).
+	for _, frozen := range []string{"", "1", "0"} {
+		t.Run("frozen="+frozen, func(t *testing.T) {
+			fused, fbn, frelu := build()
+			plain, pbn, prelu := build()
+			if !frelu.fused || !fbn.reluFwd || !fbn.reluBwd {
+				t.Fatalf("conv-BN-ReLU-conv not fused: relu.fused=%v bn=%v/%v", frelu.fused, fbn.reluFwd, fbn.reluBwd)
+			}
+			prelu.fused, pbn.reluFwd, pbn.reluBwd = false, false, false
+			if frozen != "" {
+				if fused.SetTrainable(frozen, false) == 0 || plain.SetTrainable(frozen, false) == 0 {
+					t.Fatalf("no layer %q to freeze", frozen)
+				}
+			}
+			checkFusedAgainstPlain(t, pool, fused, plain, frelu)
+		})
+	}
+}
+
+func checkFusedAgainstPlain(t *testing.T, pool *kernels.Pool, fused, plain *Model, frelu *ReLU) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	for _, train := range []bool{true, false} {
 		// Shift the inputs so that about half of the BN outputs are negative.
@@ -120,5 +138,36 @@ func TestInferenceBNInPlace(t *testing.T) {
 		if math.Float32bits(v) != math.Float32bits(got[i]) {
 			t.Fatalf("y[%d]: inference %v, evaluation %v", i, got[i], v)
 		}
+	}
+}
+
+// TestBackwardAfterInferenceFails: State.Inference promises that no
+// backward follows; Model.Backward refuses instead of returning gradients
+// computed from overwritten activations.
+func TestBackwardAfterInferenceFails(t *testing.T) {
+	seq := NewSequential(
+		NewConv2D(ConvConfig{In: 1, Out: 2, KH: 3, KW: 3, PadH: 1, PadW: 1}),
+		NewBatchNorm2D(2), NewReLU(),
+		NewConv2D(ConvConfig{In: 2, Out: 2, KH: 1, KW: 1}),
+	)
+	m, err := NewModel(seq, Shape{1, 4, 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Reset(rand.New(rand.NewPCG(1, 2)))
+	x := tensor.New(tensor.WithShape(1, 1, 4, 4), tensor.WithBacking(make([]float32, 16)))
+	y, err := m.Forward(&State{Inference: true}, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dy := tensor.New(tensor.WithShape(y.Shape()...), tensor.WithBacking(make([]float32, y.Shape().TotalSize())))
+	if err := m.Backward(&State{}, dy); err == nil || !strings.Contains(err.Error(), "Inference") {
+		t.Fatalf("backward after an inference forward: err = %v, want one naming State.Inference", err)
+	}
+	if _, err := m.Forward(&State{}, x); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Backward(&State{}, dy); err != nil {
+		t.Fatalf("backward after an evaluation forward: %v", err)
 	}
 }

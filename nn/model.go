@@ -74,6 +74,7 @@ type Model struct {
 	Data, Grad []float32
 	Layers     []Layer
 	byName     map[string]*Param
+	inferred   bool // the last Forward ran with State.Inference
 }
 
 // NewModel builds root for per-sample input shape in and lays out its
@@ -175,6 +176,7 @@ func (m *Model) Forward(s *State, x *tensor.Dense) (*tensor.Dense, error) {
 	if err := m.checkInput(x); err != nil {
 		return nil, err
 	}
+	m.inferred = s.Inference
 	return m.Root.Forward(s, x), nil
 }
 
@@ -184,6 +186,10 @@ func (m *Model) Backward(s *State, dy *tensor.Dense) error {
 	sh := dy.Shape()
 	if len(sh) != len(m.Out)+1 || !Shape(sh[1:]).Equal(m.Out) {
 		return fmt.Errorf("model backward: gradient shape %v, want [N %s]", sh, strings.Trim(fmt.Sprint([]int(m.Out)), "[]"))
+	}
+	if m.inferred {
+		// Layers may have overwritten what their backward reads.
+		return fmt.Errorf("model backward: the last forward ran with State.Inference (no backward may follow); run it without")
 	}
 	m.Root.Backward(s, dy, false)
 	return nil

@@ -314,7 +314,8 @@ func TestUnfoldRandomGeoms(t *testing.T) {
 func TestUnfoldTableMatchesLoops(t *testing.T) { checkUnfoldTables(t) }
 
 // checkUnfoldTables runs UnfoldTable's Im2col (bit for bit) and Col2im
-// (equal as numbers) against the row loops on ResNet's small geometries
+// (equal as numbers: the row loops may add +0 where the table adds
+// nothing) against the row loops on ResNet's small geometries
 // (full 64-pixel planes, a 64-entry and a longer output row among them),
 // then on random ones.
 func checkUnfoldTables(t *testing.T) {

@@ -42,9 +42,10 @@
 	VPBROADCASTD AX, Z29
 
 // func unfoldPermIm2col(col *float32, ld int, img *float32, idx *int32, ohw, taps int, planeMask uint64, tail uint16)
-// For t < taps, p < ohw: col[t·ld+p] = img[idx[t·ohw+p]], or +0 where the
-// index is 64 or more (padding). planeMask has a bit per pixel of img;
-// tail is the mask of the last ohw%16 entries of a row.
+// For t < taps, p < ohw: col[t·ld+p] = img[idx[t·ohw+p]]. Padding entries
+// hold the index plane: +0 from the zeroed lanes past the plane, or, for
+// a full 64-pixel plane, from the bit-6 test. planeMask has a bit per
+// pixel of img; tail is the mask of the last ohw%16 entries of a row.
 TEXT ·unfoldPermIm2col(SB), NOSPLIT, $0-58
 	MOVQ col+0(FP), DI
 	MOVQ ld+8(FP), R8

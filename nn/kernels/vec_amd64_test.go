@@ -143,8 +143,9 @@ func TestVecMatchesScalar(t *testing.T) {
 }
 
 // TestUnfoldTableBothPaths runs the table im2col/col2im checks with the
-// AVX-512 gather/scatter loops (down to one-entry rows: every tail mask)
-// and with the scalar loops, whatever the CPU would pick.
+// AVX-512 permute loops (down to one-entry rows: every tail mask) and with
+// the scalar loops, whatever the CPU would pick; then the two table paths
+// against each other bit for bit, with -0, ±Inf and NaN in the data.
 func TestUnfoldTableBothPaths(t *testing.T) {
 	oldOK, oldMin := unfoldVecOK, unfoldVecMin
 	defer func() { unfoldVecOK, unfoldVecMin = oldOK, oldMin }()
@@ -155,10 +156,61 @@ func TestUnfoldTableBothPaths(t *testing.T) {
 	}
 	unfoldVecOK, unfoldVecMin = true, 1
 	t.Run("avx512", checkUnfoldTables)
+	t.Run("paths agree", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(31, 37))
+		specials := []float32{float32(math.Copysign(0, -1)), 0, float32(math.Inf(1)), float32(math.Inf(-1))}
+		sprinkle := func(v []float32, nan bool) {
+			for i := range v {
+				switch r := rng.IntN(8); {
+				case r == 0:
+					v[i] = specials[rng.IntN(len(specials))]
+				case r == 1 && nan:
+					v[i] = float32(math.NaN())
+				}
+			}
+		}
+		same := func(what string, g ConvGeom, a, b []float32) {
+			t.Helper()
+			for i := range a {
+				if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+					t.Fatalf("%+v: %s [%d]: avx512 %v (%#x), scalar %v (%#x)", g, what, i, a[i], math.Float32bits(a[i]), b[i], math.Float32bits(b[i]))
+				}
+			}
+		}
+		for it := 0; it < 600; it++ {
+			h, w := 1+rng.IntN(8), 1+rng.IntN(8)
+			g := NewConvGeom(1, h, w, 1+rng.IntN(4), 1+rng.IntN(4), 1+rng.IntN(2), 1+rng.IntN(2), rng.IntN(3), rng.IntN(3), 1+rng.IntN(2), 1+rng.IntN(2))
+			if g.OH <= 0 || g.OW <= 0 {
+				continue
+			}
+			tab, ok := NewUnfoldTable(g)
+			if !ok {
+				continue
+			}
+			ld := g.ColCols() + rng.IntN(3)
+			img := randSlice(rng, h*w)
+			sprinkle(img, true) // NaN only on one side of the col2im sums: its payload is then unambiguous
+			colV, colS := randSlice(rng, g.ColRows()*ld), make([]float32, g.ColRows()*ld)
+			copy(colS, colV)
+			unfoldVecOK = true
+			tab.Im2col(img, colV, ld)
+			unfoldVecOK = false
+			tab.Im2col(img, colS, ld)
+			same("im2col", g, colV, colS)
+			col := randSlice(rng, g.ColRows()*ld)
+			sprinkle(col, false)
+			imgV, imgS := append([]float32(nil), img...), append([]float32(nil), img...)
+			unfoldVecOK = true
+			tab.Col2im(col, imgV, ld)
+			unfoldVecOK = false
+			tab.Col2im(col, imgS, ld)
+			same("col2im", g, imgV, imgS)
+		}
+	})
 }
 
 // BenchmarkUnfoldTable: one channel plane of ResNet-18 at 32×32 input
-// (8×8, 4×4 and 2×2 maps, 3×3 kernels), AVX-512 gather/scatter vs scalar.
+// (8×8, 4×4 and 2×2 maps, 3×3 kernels), AVX-512 permutes vs scalar.
 func BenchmarkUnfoldTable(b *testing.B) {
 	oldOK := unfoldVecOK
 	defer func() { unfoldVecOK = oldOK }()
