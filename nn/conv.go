@@ -120,16 +120,29 @@ func (u *unfold) units(lo, hi int) {
 	one := g
 	one.C = 1
 	plane, rows := g.H*g.W, g.KH*g.KW
+	if u.tab != nil {
+		// A sample's channels in [lo, hi) at once: their planes follow each
+		// other in img, and their rows in col.
+		for p := lo; p < hi; {
+			i, c := p/g.C, p%g.C
+			k := min(hi-p, g.C-c)
+			img := u.img[i*u.inSz+c*plane:][:k*plane]
+			col := u.col[c*rows*u.ld+i*u.ohw:]
+			if u.fold {
+				clear(img)
+				u.tab.Col2imPlanes(col, img, u.ld, k)
+			} else {
+				u.tab.Im2colPlanes(img, col, u.ld, k)
+			}
+			p += k
+		}
+		return
+	}
 	for p := lo; p < hi; p++ {
 		i, c := p/g.C, p%g.C
 		img := u.img[i*u.inSz+c*plane:][:plane]
 		col := u.col[c*rows*u.ld+i*u.ohw:]
 		switch {
-		case u.tab != nil && u.fold:
-			clear(img)
-			u.tab.Col2im(col, img, u.ld)
-		case u.tab != nil:
-			u.tab.Im2col(img, col, u.ld)
 		case u.fold:
 			clear(img)
 			kernels.Col2imLd(one, col, img, u.ld)

@@ -358,12 +358,26 @@ func lanes(n int) uint64 {
 
 // Im2col writes the taps rows of one channel plane img into col, row t at
 // col[t·ld:], ohw values each.
-func (u *UnfoldTable) Im2col(img, col []float32, ld int) {
-	if unfoldVecOK && u.ohw >= unfoldVecMin {
-		_, _ = img[u.plane-1], col[(u.taps-1)*ld+u.ohw-1]
-		unfoldPermIm2col(&col[0], ld, &img[0], &u.idx[0], u.ohw, u.taps, lanes(u.plane), uint16(lanes(u.ohw%16)))
+func (u *UnfoldTable) Im2col(img, col []float32, ld int) { u.Im2colPlanes(img, col, ld, 1) }
+
+// Im2colPlanes is Im2col for k consecutive channel planes of img, plane j
+// at img[j·plane:] with its rows at col[j·taps·ld:] (one call for a run of
+// channels: on 8×8 planes a call per plane cost a third of the copy).
+func (u *UnfoldTable) Im2colPlanes(img, col []float32, ld, k int) {
+	if k <= 0 {
 		return
 	}
+	if unfoldVecOK && u.ohw >= unfoldVecMin {
+		_, _ = img[k*u.plane-1], col[(k*u.taps-1)*ld+u.ohw-1]
+		unfoldPermIm2col(&col[0], ld, &img[0], &u.idx[0], u.ohw, u.taps, lanes(u.plane), lanes(u.ohw%16), k, u.plane)
+		return
+	}
+	for j := 0; j < k; j++ {
+		u.im2colScalar(img[j*u.plane:], col[j*u.taps*ld:], ld)
+	}
+}
+
+func (u *UnfoldTable) im2colScalar(img, col []float32, ld int) {
 	var buf [2 * SmallPlane]float32    // a power of two: the mask below drops the bounds check
 	copy(buf[:u.plane], img[:u.plane]) // buf[plane] stays 0: the padding
 	for t := 0; t < u.taps; t++ {
@@ -377,12 +391,25 @@ func (u *UnfoldTable) Im2col(img, col []float32, ld int) {
 // Col2im adds col's taps rows back into the channel plane img, in the
 // order of Col2imLd (tap by tap, then output position), so the sums are
 // the same.
-func (u *UnfoldTable) Col2im(col, img []float32, ld int) {
-	if unfoldVecOK && u.inv != nil && u.ohw >= unfoldVecMin {
-		_, _ = img[u.plane-1], col[(u.taps-1)*ld+u.ohw-1]
-		unfoldPermCol2im(&col[0], ld, &img[0], &u.inv[0], u.taps, (u.plane+15)/16, lanes(u.plane), lanes(u.ohw))
+func (u *UnfoldTable) Col2im(col, img []float32, ld int) { u.Col2imPlanes(col, img, ld, 1) }
+
+// Col2imPlanes is Col2im for k consecutive channel planes, laid out as in
+// Im2colPlanes.
+func (u *UnfoldTable) Col2imPlanes(col, img []float32, ld, k int) {
+	if k <= 0 {
 		return
 	}
+	if unfoldVecOK && u.inv != nil && u.ohw >= unfoldVecMin {
+		_, _ = img[k*u.plane-1], col[(k*u.taps-1)*ld+u.ohw-1]
+		unfoldPermCol2im(&col[0], ld, &img[0], &u.inv[0], u.taps, (u.plane+15)/16, lanes(u.plane), lanes(u.ohw), k, u.plane)
+		return
+	}
+	for j := 0; j < k; j++ {
+		u.col2imScalar(col[j*u.taps*ld:], img[j*u.plane:], ld)
+	}
+}
+
+func (u *UnfoldTable) col2imScalar(col, img []float32, ld int) {
 	var buf [2 * SmallPlane]float32
 	copy(buf[:u.plane], img[:u.plane])
 	for t := 0; t < u.taps; t++ {

@@ -41,31 +41,37 @@
 	MOVL $64, AX \
 	VPBROADCASTD AX, Z29
 
-// func unfoldPermIm2col(col *float32, ld int, img *float32, idx *int32, ohw, taps int, planeMask uint64, tail uint16)
-// For t < taps, p < ohw: col[t·ld+p] = img[idx[t·ohw+p]]. Padding entries
-// hold the index plane: +0 from the zeroed lanes past the plane, or, for
-// a full 64-pixel plane, from the bit-6 test. planeMask has a bit per
-// pixel of img; tail is the mask of the last ohw%16 entries of a row.
-TEXT ·unfoldPermIm2col(SB), NOSPLIT, $0-58
+// func unfoldPermIm2col(col *float32, ld int, img *float32, idx *int32, ohw, taps int, planeMask, tail uint64, planes, plane int)
+// For each of planes consecutive image planes (plane floats apart, their
+// taps rows following each other in col): for t < taps, p < ohw,
+// col[t·ld+p] = img[idx[t·ohw+p]]. Padding entries hold the index plane:
+// +0 from the zeroed lanes past the plane, or, for a full 64-pixel plane,
+// from the bit-6 test. planeMask has a bit per pixel of a plane; tail is
+// the mask of the last ohw%16 entries of a row.
+TEXT ·unfoldPermIm2col(SB), NOSPLIT, $0-80
 	MOVQ col+0(FP), DI
 	MOVQ ld+8(FP), R8
 	SHLQ $2, R8
 	MOVQ img+16(FP), SI
-	MOVQ idx+24(FP), DX
 	MOVQ ohw+32(FP), CX
-	MOVQ taps+40(FP), R9
-	MOVQ planeMask+48(FP), BX
-	LOAD64(SI, BX)
-	MOVWLZX tail+56(FP), AX
+	MOVQ tail+56(FP), AX
 	KMOVW AX, K2
+	MOVQ planes+64(FP), R13
 	BROADCASTS
 	MOVQ CX, R10
 	SHRQ $4, R10       // full vectors per row
 	ANDQ $15, CX
 	SHLQ $2, CX        // tail bytes
+im2col_plane:
+	TESTQ R13, R13
+	JEQ im2col_done
+	MOVQ planeMask+48(FP), BX
+	LOAD64(SI, BX)
+	MOVQ idx+24(FP), DX
+	MOVQ taps+40(FP), R9
 im2col_tap:
 	TESTQ R9, R9
-	JEQ im2col_done
+	JEQ im2col_nextplane
 	MOVQ DI, R11
 	MOVQ R10, R12
 im2col_full:
@@ -93,6 +99,11 @@ im2col_next:
 	ADDQ R8, DI
 	DECQ R9
 	JMP im2col_tap
+im2col_nextplane:
+	MOVQ plane+72(FP), AX
+	LEAQ (SI)(AX*4), SI
+	DECQ R13
+	JMP im2col_plane
 im2col_done:
 	VZEROUPPER
 	RET
@@ -106,23 +117,30 @@ im2col_done:
 	VPTESTNMD Z29, Z1, K4 \
 	VADDPS Z0, acc, K4, acc
 
-// func unfoldPermCol2im(col *float32, ld int, img *float32, inv *int32, taps, chunks int, planeMask, rowMask uint64)
-// For t < taps in order, q < 16·chunks: img[q] += col[t·ld+inv[t·64+q]]
-// where that entry is below 64. inv has 64 entries per tap; planeMask has
-// a bit per pixel of img (at most 16·chunks), rowMask a bit per entry of
-// a col row.
-TEXT ·unfoldPermCol2im(SB), NOSPLIT, $0-64
+// func unfoldPermCol2im(col *float32, ld int, img *float32, inv *int32, taps, chunks int, planeMask, rowMask uint64, planes, plane int)
+// For each of planes consecutive image planes (plane floats apart, their
+// taps rows following each other in col): for t < taps in order,
+// q < 16·chunks, img[q] += col[t·ld+inv[t·64+q]] where that entry is below
+// 64. inv has 64 entries per tap; planeMask has a bit per pixel of a plane
+// (at most 16·chunks), rowMask a bit per entry of a col row.
+TEXT ·unfoldPermCol2im(SB), NOSPLIT, $0-80
 	MOVQ col+0(FP), DI
 	MOVQ ld+8(FP), R8
 	SHLQ $2, R8
 	MOVQ img+16(FP), SI
+	MOVQ chunks+40(FP), R10
+	MOVQ rowMask+56(FP), R13
+	BROADCASTS
+col2im_plane:
+	MOVQ planes+64(FP), AX
+	TESTQ AX, AX
+	JEQ col2im_done
+	DECQ AX
+	MOVQ AX, planes+64(FP)
 	MOVQ inv+24(FP), DX
 	MOVQ taps+32(FP), R9
-	MOVQ chunks+40(FP), R10
-	MOVQ planeMask+48(FP), BX
-	MOVQ rowMask+56(FP), R13
 	// The plane's accumulators Z16..Z19, loaded as LOAD64 does.
-	MOVQ BX, AX
+	MOVQ planeMask+48(FP), AX
 	KMOVW AX, K5
 	VMOVUPS.Z (SI), K5, Z16
 	SHRQ $16, AX
@@ -134,7 +152,6 @@ TEXT ·unfoldPermCol2im(SB), NOSPLIT, $0-64
 	SHRQ $16, AX
 	KMOVW AX, K5
 	VMOVUPS.Z 192(SI), K5, Z19
-	BROADCASTS
 col2im_tap:
 	TESTQ R9, R9
 	JEQ col2im_store
@@ -156,6 +173,7 @@ col2im_next:
 	DECQ R9
 	JMP col2im_tap
 col2im_store:
+	MOVQ planeMask+48(FP), BX
 	KMOVW BX, K5
 	VMOVUPS Z16, K5, (SI)
 	SHRQ $16, BX
@@ -167,6 +185,10 @@ col2im_store:
 	SHRQ $16, BX
 	KMOVW BX, K5
 	VMOVUPS Z19, K5, 192(SI)
+	MOVQ plane+72(FP), AX
+	LEAQ (SI)(AX*4), SI
+	JMP col2im_plane
+col2im_done:
 	VZEROUPPER
 	RET
 

@@ -188,22 +188,23 @@ func TestUnfoldTableBothPaths(t *testing.T) {
 				continue
 			}
 			ld := g.ColCols() + rng.IntN(3)
-			img := randSlice(rng, h*w)
+			k := 1 + rng.IntN(3) // consecutive planes per call
+			img := randSlice(rng, k*h*w)
 			sprinkle(img, true) // NaN only on one side of the col2im sums: its payload is then unambiguous
-			colV, colS := randSlice(rng, g.ColRows()*ld), make([]float32, g.ColRows()*ld)
+			colV, colS := randSlice(rng, k*g.ColRows()*ld), make([]float32, k*g.ColRows()*ld)
 			copy(colS, colV)
 			unfoldVecOK = true
-			tab.Im2col(img, colV, ld)
+			tab.Im2colPlanes(img, colV, ld, k)
 			unfoldVecOK = false
-			tab.Im2col(img, colS, ld)
+			tab.Im2colPlanes(img, colS, ld, k)
 			same("im2col", g, colV, colS)
-			col := randSlice(rng, g.ColRows()*ld)
+			col := randSlice(rng, k*g.ColRows()*ld)
 			sprinkle(col, false)
 			imgV, imgS := append([]float32(nil), img...), append([]float32(nil), img...)
 			unfoldVecOK = true
-			tab.Col2im(col, imgV, ld)
+			tab.Col2imPlanes(col, imgV, ld, k)
 			unfoldVecOK = false
-			tab.Col2im(col, imgS, ld)
+			tab.Col2imPlanes(col, imgS, ld, k)
 			same("col2im", g, imgV, imgS)
 		}
 	})

@@ -30,10 +30,10 @@ func maxTapVec(best *float32, arg *int32, src *float32, n int, idx0, step int32)
 // unfoldVecOK is false off amd64: UnfoldTable's portable loops run.
 const unfoldVecOK = false
 
-func unfoldPermIm2col(col *float32, ld int, img *float32, idx *int32, ohw, taps int, planeMask uint64, tail uint16) {
+func unfoldPermIm2col(col *float32, ld int, img *float32, idx *int32, ohw, taps int, planeMask, tail uint64, planes, plane int) {
 	panic("unreachable")
 }
-func unfoldPermCol2im(col *float32, ld int, img *float32, inv *int32, taps, chunks int, planeMask, rowMask uint64) {
+func unfoldPermCol2im(col *float32, ld int, img *float32, inv *int32, taps, chunks int, planeMask, rowMask uint64, planes, plane int) {
 	panic("unreachable")
 }
 func stride2CopyAVX512(dst, src *float32, n int) { panic("unreachable") }
