@@ -19,20 +19,34 @@
 	VPTESTMD Z28, idx, K3 \
 	VBLENDMPS Z3, out, K3, out
 
-// LOAD64 loads up to 64 floats from base into Z4..Z7, zeroing the lanes
-// whose bit in the 64-bit mask m (a GPR, consumed) is clear.
-#define LOAD64(base, m) \
+// LOAD64 loads up to 64 floats from base into z0..z3, zeroing the lanes
+// whose bit in the 64-bit mask m (a GPR, consumed) is clear; STORE64
+// stores the lanes whose bit is set. Both use K5.
+#define LOAD64(base, m, z0, z1, z2, z3) \
 	KMOVW m, K5 \
-	VMOVUPS.Z (base), K5, Z4 \
+	VMOVUPS.Z (base), K5, z0 \
 	SHRQ $16, m \
 	KMOVW m, K5 \
-	VMOVUPS.Z 64(base), K5, Z5 \
+	VMOVUPS.Z 64(base), K5, z1 \
 	SHRQ $16, m \
 	KMOVW m, K5 \
-	VMOVUPS.Z 128(base), K5, Z6 \
+	VMOVUPS.Z 128(base), K5, z2 \
 	SHRQ $16, m \
 	KMOVW m, K5 \
-	VMOVUPS.Z 192(base), K5, Z7
+	VMOVUPS.Z 192(base), K5, z3
+
+#define STORE64(base, m, z0, z1, z2, z3) \
+	KMOVW m, K5 \
+	VMOVUPS z0, K5, (base) \
+	SHRQ $16, m \
+	KMOVW m, K5 \
+	VMOVUPS z1, K5, 64(base) \
+	SHRQ $16, m \
+	KMOVW m, K5 \
+	VMOVUPS z2, K5, 128(base) \
+	SHRQ $16, m \
+	KMOVW m, K5 \
+	VMOVUPS z3, K5, 192(base)
 
 // BROADCASTS sets Z28 to 32 and Z29 to 64 in every lane.
 #define BROADCASTS \
@@ -66,7 +80,7 @@ im2col_plane:
 	TESTQ R13, R13
 	JEQ im2col_done
 	MOVQ planeMask+48(FP), BX
-	LOAD64(SI, BX)
+	LOAD64(SI, BX, Z4, Z5, Z6, Z7)
 	MOVQ idx+24(FP), DX
 	MOVQ taps+40(FP), R9
 im2col_tap:
@@ -139,24 +153,13 @@ col2im_plane:
 	MOVQ AX, planes+64(FP)
 	MOVQ inv+24(FP), DX
 	MOVQ taps+32(FP), R9
-	// The plane's accumulators Z16..Z19, loaded as LOAD64 does.
 	MOVQ planeMask+48(FP), AX
-	KMOVW AX, K5
-	VMOVUPS.Z (SI), K5, Z16
-	SHRQ $16, AX
-	KMOVW AX, K5
-	VMOVUPS.Z 64(SI), K5, Z17
-	SHRQ $16, AX
-	KMOVW AX, K5
-	VMOVUPS.Z 128(SI), K5, Z18
-	SHRQ $16, AX
-	KMOVW AX, K5
-	VMOVUPS.Z 192(SI), K5, Z19
+	LOAD64(SI, AX, Z16, Z17, Z18, Z19) // the plane's accumulators
 col2im_tap:
 	TESTQ R9, R9
 	JEQ col2im_store
 	MOVQ R13, R12
-	LOAD64(DI, R12)
+	LOAD64(DI, R12, Z4, Z5, Z6, Z7)
 	ACCUM(0, Z16)
 	CMPQ R10, $1
 	JEQ col2im_next
@@ -174,17 +177,7 @@ col2im_next:
 	JMP col2im_tap
 col2im_store:
 	MOVQ planeMask+48(FP), BX
-	KMOVW BX, K5
-	VMOVUPS Z16, K5, (SI)
-	SHRQ $16, BX
-	KMOVW BX, K5
-	VMOVUPS Z17, K5, 64(SI)
-	SHRQ $16, BX
-	KMOVW BX, K5
-	VMOVUPS Z18, K5, 128(SI)
-	SHRQ $16, BX
-	KMOVW BX, K5
-	VMOVUPS Z19, K5, 192(SI)
+	STORE64(SI, BX, Z16, Z17, Z18, Z19)
 	MOVQ plane+72(FP), AX
 	LEAQ (SI)(AX*4), SI
 	JMP col2im_plane
