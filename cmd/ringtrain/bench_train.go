@@ -94,12 +94,19 @@ func benchTrain(args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 	cpu0 := cpuSeconds()
-	n, start := 0, time.Now()
+	n, start, shown := 0, time.Now(), time.Now()
 	for time.Since(start).Seconds() < *seconds || n < *minSteps {
 		if err := step(); err != nil {
 			return err
 		}
 		n++
+		if time.Since(shown) >= 2*time.Second { // a progress line on stderr
+			shown = time.Now()
+			el := time.Since(start)
+			left := max(time.Duration(*seconds*float64(time.Second))-el, 0)
+			fmt.Fprintf(os.Stderr, "bench train: %d steps %.2f img/s elapsed %s eta %s\n",
+				n, float64(n**batch)/el.Seconds(), el.Round(time.Millisecond), left.Round(time.Millisecond))
+		}
 	}
 	dt := time.Since(start).Seconds() / float64(n)
 	cpu := (cpuSeconds() - cpu0) / float64(n)
