@@ -142,11 +142,10 @@ func (u *unfold) units(lo, hi int) {
 		i, c := p/g.C, p%g.C
 		img := u.img[i*u.inSz+c*plane:][:plane]
 		col := u.col[c*rows*u.ld+i*u.ohw:]
-		switch {
-		case u.fold:
+		if u.fold {
 			clear(img)
 			kernels.Col2imLd(one, col, img, u.ld)
-		default:
+		} else {
 			kernels.Im2colLd(one, img, col, u.ld)
 		}
 	}
