@@ -474,6 +474,14 @@ func (l *grpcLink) serveLink(ss grpc.ServerStream) error {
 	case <-readDone:
 	case <-l.stop:
 	}
+	l.mu.Lock()
+	failed := l.stopped && !l.graceful
+	l.mu.Unlock()
+	if failed {
+		// An OK status would read as a clean close: the left neighbour
+		// must learn at once that this rank broke the ring.
+		return status.Errorf(codes.Aborted, "rank %d left ring generation %d after a failure", l.rank, l.gen)
+	}
 	return nil
 }
 

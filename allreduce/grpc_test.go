@@ -437,3 +437,55 @@ func cpuTime() time.Duration {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// A rank whose links fail (not Close) must not look like a neighbour that
+// finished: both neighbours get a failure, not a clean close, and at once.
+func TestNetFailedPeerIsNotCleanClose(t *testing.T) {
+	for _, tr := range netTransports() {
+		t.Run(tr.name, func(t *testing.T) {
+			checkNoLeak(t)
+			comms := netGroup(t, tr.dial, 3, 1, Options{Timeout: 20 * time.Second})
+			defer closeAll(comms)
+			start := time.Now()
+			errs := runAll(comms, func(c Communicator) error {
+				if c.Rank() == 1 {
+					time.Sleep(20 * time.Millisecond)
+					c.(*ring).t.shutdown(errors.New("injected link failure"))
+					return nil
+				}
+				_, err := c.AllGatherUint64(context.Background(), uint64(c.Rank()))
+				return err
+			})
+			if el := time.Since(start); el > 5*time.Second {
+				t.Fatalf("the failure took %v to reach the neighbours", el)
+			}
+			for _, r := range []int{0, 2} {
+				if errs[r] == nil || !errors.Is(errs[r], ErrPeerDown) {
+					t.Fatalf("rank %d: err = %v, want ErrPeerDown", r, errs[r])
+				}
+				if errors.Is(errs[r], errCleanClose) {
+					t.Fatalf("rank %d: a failed neighbour read as a clean close: %v", r, errs[r])
+				}
+			}
+			// Whichever link reported first, a link to the failed rank that
+			// went down must carry a failure: rank 0's right one, rank 2's
+			// left one.
+			for _, l := range []struct {
+				rank      int
+				down      <-chan struct{}
+				why       func() error
+				whichLink string
+			}{{0, comms[0].(*ring).p.outDown, comms[0].(*ring).p.outErr, "right"},
+				{2, comms[2].(*ring).p.inDown, comms[2].(*ring).p.inErr, "left"}} {
+				select {
+				case <-l.down:
+				case <-time.After(2 * time.Second):
+					continue // the rank stopped first and no longer watches it (TCP)
+				}
+				if err := l.why(); errors.Is(err, errCleanClose) {
+					t.Fatalf("rank %d: its %s link to the failed rank reads as a clean close (%v)", l.rank, l.whichLink, err)
+				}
+			}
+		})
+	}
+}

@@ -390,6 +390,7 @@ func (r *ring) send(ctx context.Context, op string, fb *[]byte, what string) err
 // A link that went down after delivering frames still delivers them: a
 // neighbour that finished and closed is not an error unless more is needed.
 func (r *ring) recv(ctx context.Context, op string, what string) (frame, error) {
+	outDown := r.outWatch()
 	for {
 		select {
 		case f := <-r.p.in:
@@ -404,7 +405,13 @@ func (r *ring) recv(ctx context.Context, op string, what string) (frame, error) 
 				continue
 			}
 			return frame{}, r.downErr(op, true)
-		case <-r.outWatch():
+		case <-outDown:
+			if errors.Is(r.p.outErr(), errCleanClose) {
+				// The right neighbour finished after taking everything this
+				// rank sent; what it sent us may still be on its way.
+				outDown = nil
+				continue
+			}
 			if len(r.p.in) > 0 {
 				continue // frames that arrived before the links were cut
 			}
