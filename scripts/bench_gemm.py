@@ -10,7 +10,7 @@ that the noise of a shared machine hits all of them alike. Each measurement is t
 time of --reps calls after a warm-up; the table reports, per library, the best and the median
 over rounds, and the ratios of ours to the others (best/best and median/median). A second
 table divides the FLOPs by process CPU time (× threads), which a loaded machine disturbs less.
-OpenBLAS is forced to its SkylakeX kernels (OPENBLAS_CORETYPE=SkylakeX): it mis-detects this
+OpenBLAS is forced to its SkylakeX kernels (OPENBLAS_CORETYPE=SkylakeX) on AVX-512 hosts: it mis-detects this
 CPU otherwise. Ours runs as a subprocess: nn/kernels/internal/gemmbench (built once with
 `go build`, or a prebuilt one with --gemmbench BIN), or `--ringtrain BIN` to use
 `BIN bench gemm` instead.
@@ -23,6 +23,15 @@ import subprocess
 import sys
 import tempfile
 import time
+
+
+def openblas_env():
+    """OPENBLAS_CORETYPE for this CPU: OpenBLAS 0.3.21 mis-detects the
+    AVX-512 hosts we bench on, so force SkylakeX there; elsewhere (an AVX2
+    host such as Zen 3) forcing it dies on an illegal instruction, so let
+    OpenBLAS detect."""
+    with open("/proc/cpuinfo") as f:
+        return {"OPENBLAS_CORETYPE": "SkylakeX"} if " avx512f" in f.read() else {}
 
 
 def parse_args():
@@ -40,7 +49,7 @@ def parse_args():
 def main():
     args = parse_args()
     # Must be set before numpy/torch load their BLAS.
-    os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+    os.environ.update(openblas_env())
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import numpy as np

@@ -10,15 +10,17 @@ import (
 	"testing"
 )
 
-// TestTuneBlocks compares cache-block sizes of the AVX-512 path in
-// interleaved rounds (FLOPs per CPU-second, single thread). It is a tuning
-// tool, not a check: RINGTRAIN_TUNE=1 [RINGTRAIN_TUNE_N=2048] go test -run TuneBlocks -v
+// TestTuneBlocks compares cache-block sizes of this CPU's best path
+// (AVX-512 or AVX2) in interleaved rounds (FLOPs per CPU-second, single
+// thread). It is a tuning tool, not a check:
+// RINGTRAIN_TUNE=1 [RINGTRAIN_TUNE_N=2048] go test -run TuneBlocks -v
 func TestTuneBlocks(t *testing.T) {
 	if os.Getenv("RINGTRAIN_TUNE") == "" {
 		t.Skip("set RINGTRAIN_TUNE=1 to run")
 	}
-	if !cpuHasPath(PathAVX512) {
-		t.Skip("no AVX-512")
+	base := defaultKernel
+	if base.name == PathGeneric {
+		t.Skip("no vector path to tune")
 	}
 	n := 1024
 	if v, err := strconv.Atoi(os.Getenv("RINGTRAIN_TUNE_N")); err == nil {
@@ -26,11 +28,13 @@ func TestTuneBlocks(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(1, 1))
 	x, y, z := randSlice(rng, n*n), randSlice(rng, n*n), make([]float32, n*n)
-	cfgs := [][3]int{{48, 512, 4096}, {96, 512, 4096}, {72, 768, 4096}, {96, 1024, 4096}, {192, 256, 4096}}
+	mr := base.mr
+	cfgs := [][3]int{{base.mc, base.kc, base.nc}, {8 * mr, 256, 4096}, {16 * mr, 256, 4096}, {16 * mr, 384, 4096},
+		{8 * mr, 512, 4096}, {16 * mr, 512, 4096}, {12 * mr, 768, 4096}, {32 * mr, 256, 4096}}
 	res := make([][]float64, len(cfgs))
 	pools := make([]*Pool, len(cfgs))
 	for i, c := range cfgs {
-		kern := *avx512Kernel
+		kern := *base
 		kern.mc, kern.kc, kern.nc = c[0], c[1], c[2]
 		pools[i] = NewPool(1)
 		pools[i].kern = &kern
