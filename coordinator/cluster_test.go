@@ -611,6 +611,37 @@ func TestMembershipLostWhenLeaseRevoked(t *testing.T) {
 	}
 }
 
+// Registered tells a registration whose key was deleted under its live
+// lease (which Lost does not) or taken over by another registration.
+func TestMembershipRegistered(t *testing.T) {
+	job := uniqueJob("registered")
+	cli := newClient(t)
+	m := register(t, cli, job, "w-reg")
+	ctx := context.Background()
+	if ok, err := m.Registered(ctx); !ok || err != nil {
+		t.Fatalf("Registered = %v, %v right after Register", ok, err)
+	}
+	other := newClient(t)
+	if _, err := other.Delete(ctx, MemberKey(job, "w-reg")); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := m.Registered(ctx); ok || err != nil {
+		t.Fatalf("Registered = %v, %v after its key was deleted", ok, err)
+	}
+	select {
+	case <-m.Lost():
+		t.Fatal("Lost closed: the lease is alive")
+	default:
+	}
+	m2 := register(t, other, job, "w-reg")
+	if ok, err := m.Registered(ctx); ok || err != nil {
+		t.Fatalf("Registered = %v, %v with the key held by another registration", ok, err)
+	}
+	if ok, err := m2.Registered(ctx); !ok || err != nil {
+		t.Fatalf("the other registration: Registered = %v, %v", ok, err)
+	}
+}
+
 // TestChurn joins and leaves workers at random while the leading coordinator
 // is replaced; the ring must settle on exactly the live members, and the
 // generations a watcher sees must only increase. RINGTRAIN_SLOW=1 runs longer.

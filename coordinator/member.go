@@ -110,6 +110,22 @@ func (m *Membership) Lease() clientv3.LeaseID { return m.lease }
 // and must Register again, as a new incarnation.
 func (m *Membership) Lost() <-chan struct{} { return m.lost }
 
+// Registered reports whether the member key is still this registration's:
+// present, created by it and under its lease. Lost does not fire for a key
+// deleted while its lease lives (by hand, say): the coordinator then counts
+// the worker gone although the worker holds its lease.
+func (m *Membership) Registered(ctx context.Context) (bool, error) {
+	resp, err := m.cli.Get(ctx, m.key)
+	if err != nil {
+		return false, fmt.Errorf("check member %s of job %s at etcd %v: %w", m.id, m.job, m.cli.Endpoints(), err)
+	}
+	if len(resp.Kvs) != 1 {
+		return false, nil
+	}
+	kv := resp.Kvs[0]
+	return kv.CreateRevision == m.incarnation && clientv3.LeaseID(kv.Lease) == m.lease, nil
+}
+
 // WatchRing streams ring generations of the member's job, as WatchRing does,
 // until ctx ends or the Membership is closed.
 func (m *Membership) WatchRing(ctx context.Context) <-chan Ring {

@@ -149,13 +149,20 @@ func (c *cluster) kill(name string) time.Time {
 	return at
 }
 
+// log is the tail of a process's log, for failure messages.
 func (c *cluster) log(name string) string {
-	b, _ := os.ReadFile(filepath.Join(c.dir, name+".log"))
-	s := string(b)
+	s := c.fullLog(name)
 	if len(s) > 4000 {
 		s = "..." + s[len(s)-4000:]
 	}
 	return s
+}
+
+// fullLog is a process's whole log, for checks of what it logged (a line
+// can scroll out of log's tail when ring formation retries log a lot).
+func (c *cluster) fullLog(name string) string {
+	b, _ := os.ReadFile(filepath.Join(c.dir, name+".log"))
+	return string(b)
 }
 
 func (c *cluster) startWorker(job, id string) *exec.Cmd {
@@ -447,7 +454,7 @@ func TestClusterSurvivesKillsAndJoins(t *testing.T) {
 		"worker-3 joined the ring at step %d, first trained step %d; coordinator %s killed at step %d, %s led after %v",
 		elapsed.Round(time.Second), acc, killStep, recovery.Round(time.Millisecond), joinStep, first, leader, stepAtCoordKill,
 		standby, takeover.Round(time.Millisecond))
-	if strings.Contains(c.log("worker-0"), "replicas diverged") {
+	if strings.Contains(c.fullLog("worker-0"), "replicas diverged") {
 		t.Fatal("worker-0 reported diverged replicas")
 	}
 }
@@ -544,8 +551,8 @@ func TestResumeAfterAllWorkersDieIsBitwiseExact(t *testing.T) {
 	worker("resume-kill", "b-0")
 	worker("resume-kill", "b-1")
 	c.waitFor("the resumed run", 5*time.Minute, func() bool { return c.state("resume-kill").Done })
-	if log := c.log("b-0") + c.log("b-1"); !strings.Contains(log, "resumed from checkpoint") || !strings.Contains(log, "skipped checkpoint") {
-		t.Fatalf("resumed workers did not report the skipped checkpoint and the resume:\n%s", log)
+	if log := c.fullLog("b-0") + c.fullLog("b-1"); !strings.Contains(log, "resumed from checkpoint") || !strings.Contains(log, "skipped checkpoint") {
+		t.Fatalf("resumed workers did not report the skipped checkpoint and the resume:\n%s\n%s", c.log("b-0"), c.log("b-1"))
 	}
 
 	final := func(run string) *checkpoint.Checkpoint {

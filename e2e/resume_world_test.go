@@ -96,8 +96,8 @@ func TestResumeWithDifferentWorldSize(t *testing.T) {
 	c.waitFor("the resumed run", 6*time.Minute, func() bool { return c.state(job).Done })
 	resumed := time.Since(resumeStart)
 	for _, id := range fresh {
-		if log := c.log(id); !strings.Contains(log, "resumed from checkpoint") {
-			t.Errorf("%s did not report resuming from the checkpoint:\n%s", id, log)
+		if !strings.Contains(c.fullLog(id), "resumed from checkpoint") {
+			t.Errorf("%s did not report resuming from the checkpoint:\n%s", id, c.log(id))
 		}
 	}
 

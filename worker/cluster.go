@@ -113,6 +113,15 @@ var errStopped = errors.New("job no longer running")
 // step in flight: the worker waits for the coordinator's next ring
 // generation, agrees on state with the survivors and goes on.
 func RunCluster(ctx context.Context, cfg ClusterConfig) error {
+	return runCluster(ctx, cfg, nil)
+}
+
+// dialFunc forms one ring generation (allreduce.DialRing or DialRingTCP).
+type dialFunc func(context.Context, allreduce.RingConfig) (allreduce.Communicator, error)
+
+// runCluster is RunCluster whose rings are formed by dial (nil: as
+// cfg.Transport says); tests wrap the Communicator to inject faults.
+func runCluster(ctx context.Context, cfg ClusterConfig, dial dialFunc) error {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("worker config: %w", err)
@@ -148,7 +157,7 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) error {
 	if err != nil {
 		return reportFailure(ctx, cli, cfg, spec, log, err)
 	}
-	w.addr = addr
+	w.addr, w.dial = addr, dial
 	defer w.close()
 	// Register only once the model and data are ready: a member of a ring
 	// must be able to dial it at once, or every survivor waits for it.
@@ -199,6 +208,7 @@ type clusterWorker struct {
 	rep   *Replica
 	eval  Source
 	addr  string
+	dial  dialFunc                  // nil: by cfg.Transport
 	state chan coordinator.JobState // latest progress for the etcd writer
 	wg    sync.WaitGroup
 	stop  context.CancelFunc
@@ -332,6 +342,15 @@ func (r *registration) register(ctx context.Context) error {
 	}
 }
 
+// registered is false only when etcd answers that the member key is gone
+// or no longer this registration's; an unanswered check counts as present.
+func (r *registration) registered(ctx context.Context) bool {
+	cctx, cancel := context.WithTimeout(ctx, r.ttl)
+	defer cancel()
+	ok, err := r.mem.Registered(cctx)
+	return ok || err != nil
+}
+
 func (r *registration) close() {
 	if r.mem != nil {
 		r.cancel()
@@ -388,6 +407,13 @@ func (w *clusterWorker) run(ctx context.Context, reg *registration) error {
 				if latest.Generation == tried && latest.Rank(w.cfg.ID) >= 0 {
 					w.log.Info("no newer ring generation: retrying the current one", "gen", tried)
 					tried--
+				} else if latest.Rank(w.cfg.ID) < 0 && !reg.registered(ctx) {
+					// Left out of the ring, with a live lease but no member
+					// key: nothing else would bring this worker back.
+					w.log.Warn("member key gone while the lease lives: registering again as a new incarnation")
+					if err := reg.register(ctx); err != nil {
+						return err
+					}
 				}
 				retry.Reset(2 * w.cfg.LeaseTTL)
 			case p := <-w.phase:
@@ -415,14 +441,12 @@ func (w *clusterWorker) run(ctx context.Context, reg *registration) error {
 			return nil
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case errors.Is(err, errDiverged):
+		case errors.Is(err, ErrDiverged):
 			return err
 		}
 		w.log.Warn("ring generation ended", "gen", tried, "err", err)
 	}
 }
-
-var errDiverged = errors.New("replicas diverged")
 
 // trainGeneration trains in one ring generation until it breaks, a newer
 // generation is known to every member, or the job ends (nil).
@@ -434,9 +458,13 @@ func (w *clusterWorker) trainGeneration(ctx context.Context, ring coordinator.Ri
 	}
 	log := w.log.With("gen", ring.Generation, "rank", rank, "world", len(addrs))
 	dctx, cancel := context.WithTimeout(ctx, w.cfg.CollectiveTimeout+w.cfg.LeaseTTL)
-	dial := allreduce.DialRing
-	if w.cfg.Transport == "tcp" {
+	dial := w.dial
+	switch {
+	case dial != nil:
+	case w.cfg.Transport == "tcp":
 		dial = allreduce.DialRingTCP
+	default:
+		dial = allreduce.DialRing
 	}
 	comm, err := dial(dctx, allreduce.RingConfig{Rank: rank, Addrs: withListen(addrs, rank, w.cfg.Listen), Generation: ring.Generation,
 		Options: allreduce.Options{Timeout: w.cfg.CollectiveTimeout, Logger: log}})
@@ -504,9 +532,17 @@ func (w *clusterWorker) trainGeneration(ctx context.Context, ring coordinator.Ri
 		commT += st.Comm
 		w.reportState(ring.Generation, false)
 		if w.rep.Step%w.cfg.CheckEvery == 0 {
+			// Only different checksums end the worker. An exchange that
+			// failed (a peer died during it) broke the ring like any other
+			// collective: this worker is a survivor, stays registered and
+			// trains on in the next generation. (Leaving as "diverged" here
+			// revoked every survivor's lease at once: the coordinator then
+			// published a ring of only the dead peer, and the job stalled.)
 			if err := w.rep.VerifyReplicas(ctx, comm); err != nil {
-				w.pub.Publish(ctx, coordinator.Event{Job: w.spec.Name, Type: coordinator.EventFailed, Time: time.Now(), Step: int64(w.rep.Step), Message: err.Error(), Source: w.cfg.ID})
-				return fmt.Errorf("%w: %v", errDiverged, err)
+				if errors.Is(err, ErrDiverged) {
+					w.pub.Publish(ctx, coordinator.Event{Job: w.spec.Name, Type: coordinator.EventFailed, Time: time.Now(), Step: int64(w.rep.Step), Message: err.Error(), Source: w.cfg.ID})
+				}
+				return err
 			}
 		}
 		if w.rep.Step%w.cfg.MetricsEvery == 0 {
@@ -571,7 +607,7 @@ func (w *clusterWorker) endEpoch(ctx context.Context, comm allreduce.Communicato
 // finish records the end of training; every member returns nil.
 func (w *clusterWorker) finish(ctx context.Context, comm allreduce.Communicator, log *slog.Logger) error {
 	if err := w.rep.VerifyReplicas(ctx, comm); err != nil {
-		return fmt.Errorf("%w: %v", errDiverged, err)
+		return err // ErrDiverged ends the worker; a failed exchange, the generation
 	}
 	if comm.Rank() == 0 {
 		if w.ckpt != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"math"
@@ -300,8 +301,14 @@ func (r *Replica) Checksum() uint64 {
 	return h.Sum64()
 }
 
+// ErrDiverged: replicas of one ring hold different weights, buffers or data
+// positions (VerifyReplicas). Retrying cannot help, unlike a failed exchange.
+var ErrDiverged = errors.New("replicas diverged")
+
 // VerifyReplicas compares checksums across the ring and fails naming the
-// ranks that differ from rank 0.
+// ranks that differ from rank 0, with an error wrapping ErrDiverged. An
+// exchange that fails (a peer died, the ring broke) returns the
+// Communicator's error instead: it says nothing about the replicas.
 func (r *Replica) VerifyReplicas(ctx context.Context, comm allreduce.Communicator) error {
 	sums, err := comm.AllGatherUint64(ctx, r.Checksum())
 	if err != nil {
@@ -314,7 +321,7 @@ func (r *Replica) VerifyReplicas(ctx context.Context, comm allreduce.Communicato
 		}
 	}
 	if len(bad) > 0 {
-		return fmt.Errorf("replicas diverged at step %d: ranks %v differ from rank 0 (weight checksums %x)", r.Step, bad, sums)
+		return fmt.Errorf("%w at step %d: ranks %v differ from rank 0 (weight checksums %x)", ErrDiverged, r.Step, bad, sums)
 	}
 	return nil
 }
