@@ -164,14 +164,17 @@ func zero(d []float32) {
 }
 
 // stridedCopy sets d[i] = s[i·stride] (im2col's row for a strided
-// convolution); stride 2 goes 16 at a time on AVX-512.
+// convolution); stride 2 goes 16 at a time on AVX-512, 8 on AVX2.
 func stridedCopy(d, s []float32, stride int) {
 	i := 0
-	if stride == 2 && unfoldVecOK {
-		// Each block of 16 reads 32 values of s.
-		if n := min(len(d), len(s)/2) &^ 15; n > 0 {
-			stride2CopyAVX512(&d[0], &s[0], n)
-			i = n
+	if stride == 2 && vecOK {
+		// Each block of 16 (8) reads 32 (16) values of s.
+		if n := min(len(d), len(s)/2); unfoldVecOK && n >= 16 {
+			i = n &^ 15
+			stride2CopyAVX512(&d[0], &s[0], i)
+		} else if n >= 8 {
+			i = n &^ 7
+			stride2CopyAVX2(&d[0], &s[0], i)
 		}
 	}
 	for ; i < len(d); i++ {
@@ -180,14 +183,17 @@ func stridedCopy(d, s []float32, stride int) {
 }
 
 // stridedAdd adds s[i] into d[i·stride] (col2im's row for a strided
-// convolution); stride 2 goes 16 at a time on AVX-512, adding exactly the
-// same pairs.
+// convolution); stride 2 goes 16 at a time on AVX-512, 8 on AVX2, adding
+// exactly the same pairs.
 func stridedAdd(d, s []float32, stride int) {
 	i := 0
-	if stride == 2 && unfoldVecOK {
-		if n := min(len(s), len(d)/2) &^ 15; n > 0 {
-			stride2AddAVX512(&d[0], &s[0], n)
-			i = n
+	if stride == 2 && vecOK {
+		if n := min(len(s), len(d)/2); unfoldVecOK && n >= 16 {
+			i = n &^ 15
+			stride2AddAVX512(&d[0], &s[0], i)
+		} else if n >= 8 {
+			i = n &^ 7
+			stride2AddAVX2(&d[0], &s[0], i)
 		}
 	}
 	for ; i < len(s); i++ {
@@ -297,7 +303,9 @@ const SmallPlane = 64
 // table makes each a branch-free gather (padding reads a zero kept after
 // the plane) or scatter-add (padding adds into that spare slot). With
 // AVX-512 the plane (im2col) or a col row (col2im) is held in four
-// registers and the table drives lane permutes (unfold_amd64.s).
+// registers and the table drives lane permutes (unfold_amd64.s); with AVX2
+// VGATHERDPS reads eight entries at a time (vec_amd64.s), col2im by pixel
+// through the inverse table.
 type UnfoldTable struct {
 	plane, ohw, taps int
 	idx              []int32 // taps×ohw: index into the plane, or plane for padding
@@ -372,18 +380,31 @@ func (u *UnfoldTable) Im2colPlanes(img, col []float32, ld, k int) {
 		unfoldPermIm2col(&col[0], ld, &img[0], &u.idx[0], u.ohw, u.taps, lanes(u.plane), lanes(u.ohw%16), k, u.plane)
 		return
 	}
+	gather := vecOK && u.ohw >= 8
 	for j := 0; j < k; j++ {
-		u.im2colScalar(img[j*u.plane:], col[j*u.taps*ld:], ld)
+		u.im2colPlane(img[j*u.plane:], col[j*u.taps*ld:], ld, gather)
 	}
 }
 
-func (u *UnfoldTable) im2colScalar(img, col []float32, ld int) {
+// im2colPlane is one plane's im2col: with gather, the first ohw&^7 values
+// of every row by AVX2 gathers, the rest by the scalar loop.
+func (u *UnfoldTable) im2colPlane(img, col []float32, ld int, gather bool) {
 	var buf [2 * SmallPlane]float32    // a power of two: the mask below drops the bounds check
 	copy(buf[:u.plane], img[:u.plane]) // buf[plane] stays 0: the padding
+	p0 := 0
+	if gather {
+		_ = col[(u.taps-1)*ld+u.ohw-1]
+		unfoldGatherIm2col(&col[0], ld, &buf[0], &u.idx[0], u.ohw, u.taps)
+		p0 = u.ohw &^ 7
+		if p0 == u.ohw {
+			return
+		}
+	}
 	for t := 0; t < u.taps; t++ {
 		row := col[t*ld:][:u.ohw]
-		for p, k := range u.idx[t*u.ohw:][:u.ohw] {
-			row[p] = buf[k&(SmallPlane*2-1)]
+		idx := u.idx[t*u.ohw:][:u.ohw]
+		for p := p0; p < len(idx); p++ {
+			row[p] = buf[idx[p]&(SmallPlane*2-1)]
 		}
 	}
 }
@@ -404,8 +425,36 @@ func (u *UnfoldTable) Col2imPlanes(col, img []float32, ld, k int) {
 		unfoldPermCol2im(&col[0], ld, &img[0], &u.inv[0], u.taps, (u.plane+15)/16, lanes(u.plane), lanes(u.ohw), k, u.plane)
 		return
 	}
+	// By pixel the work is taps·plane/8 gathers against taps·ohw scalar
+	// adds: 2–3× faster at stride 1, 2× slower at stride 2 (ohw = plane/4)
+	// on Zen 3 (BenchmarkUnfoldTable).
+	if vecOK && u.inv != nil && u.plane >= 8 && 2*u.ohw >= u.plane {
+		for j := 0; j < k; j++ {
+			u.col2imGather(col[j*u.taps*ld:], img[j*u.plane:], ld)
+		}
+		return
+	}
 	for j := 0; j < k; j++ {
 		u.col2imScalar(col[j*u.taps*ld:], img[j*u.plane:], ld)
+	}
+}
+
+// col2imGather is col2imScalar by pixel instead of by col entry, through
+// the inverse table: each pixel still adds its taps' values in tap order,
+// so the sums are bitwise the same. AVX2 gathers take eight pixels at a
+// time; the last plane%8 go through the same loop in Go.
+func (u *UnfoldTable) col2imGather(col, img []float32, ld int) {
+	_, _ = img[u.plane-1], col[(u.taps-1)*ld+u.ohw-1]
+	full := u.plane &^ 7
+	unfoldGatherCol2im(&col[0], ld, &img[0], &u.inv[0], u.taps, full/8)
+	for q := full; q < u.plane; q++ {
+		v := img[q]
+		for t := 0; t < u.taps; t++ {
+			if p := u.inv[t*64+q]; p < 64 {
+				v += col[t*ld+int(p)]
+			}
+		}
+		img[q] = v
 	}
 }
 

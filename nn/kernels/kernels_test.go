@@ -163,6 +163,7 @@ func BenchmarkIm2col(b *testing.B) {
 	for _, g := range []ConvGeom{
 		NewConvGeom(64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1),  // ResNet 3×3
 		NewConvGeom(3, 224, 224, 7, 7, 2, 2, 3, 3, 1, 1), // ResNet stem
+		NewConvGeom(128, 56, 56, 3, 3, 2, 2, 1, 1, 1, 1), // ResNet stage 3's first 3×3
 	} {
 		img := make([]float32, g.C*g.H*g.W)
 		col := make([]float32, g.ColRows()*g.ColCols())

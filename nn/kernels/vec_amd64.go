@@ -38,6 +38,23 @@ func bnInputGradVec(dx, dy, x *float32, n int, mean, invstd, k, mdy, mdyx float3
 //go:noescape
 func sgdMomentumVec(w, grad, b *float32, n int, wd, mu, damp, lr float32, decay bool)
 
+// dst[i] = src[2i] (reads src[0:2n]) and dst[2i] += src[i] (odd entries
+// of dst[0:2n] untouched); n is a multiple of 8.
+//
+// UnfoldTable's AVX2 gathers (VGATHERDPS): see vec_amd64.s.
+//
+//go:noescape
+func unfoldGatherIm2col(col *float32, ld int, buf *float32, idx *int32, ohw, taps int)
+
+//go:noescape
+func unfoldGatherCol2im(col *float32, ld int, img *float32, inv *int32, taps, chunks int)
+
+//go:noescape
+func stride2CopyAVX2(dst, src *float32, n int)
+
+//go:noescape
+func stride2AddAVX2(dst, src *float32, n int)
+
 //go:noescape
 func maxTapVec(best *float32, arg *int32, src *float32, n int, idx0, step int32) (nan bool)
 

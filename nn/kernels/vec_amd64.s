@@ -371,3 +371,141 @@ maxtap_done:
 	SETNE nan+40(FP)
 	VZEROUPPER
 	RET
+
+// func stride2CopyAVX2(dst, src *float32, n int)
+// dst[i] = src[2i] for i < n, n a multiple of 8; reads src[0:2n].
+TEXT ·stride2CopyAVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHRQ $3, CX
+s2copy2_loop:
+	TESTQ CX, CX
+	JEQ s2copy2_done
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VSHUFPS $0x88, Y1, Y0, Y2 // s0 s2 s8 s10 | s4 s6 s12 s14
+	VPERMPD $0xd8, Y2, Y2     // s0 s2 s4 s6 s8 s10 s12 s14
+	VMOVUPS Y2, (DI)
+	ADDQ $64, SI
+	ADDQ $32, DI
+	DECQ CX
+	JMP s2copy2_loop
+s2copy2_done:
+	VZEROUPPER
+	RET
+
+// func stride2AddAVX2(dst, src *float32, n int)
+// dst[2i] += src[i] for i < n, n a multiple of 8. The odd entries of
+// dst[0:2n] are blended back from the loaded values, not added to (x + 0
+// would turn −0 into +0).
+TEXT ·stride2AddAVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHRQ $3, CX
+	VXORPS Y15, Y15, Y15
+s2add2_loop:
+	TESTQ CX, CX
+	JEQ s2add2_done
+	VPERMPD $0xd8, (SI), Y0    // s0 s1 s4 s5 | s2 s3 s6 s7
+	VUNPCKLPS Y15, Y0, Y1      // s0 0 s1 0 | s2 0 s3 0
+	VUNPCKHPS Y15, Y0, Y2      // s4 0 s5 0 | s6 0 s7 0
+	VMOVUPS (DI), Y3
+	VADDPS Y1, Y3, Y4
+	VBLENDPS $0xaa, Y3, Y4, Y4 // odd lanes: dst unchanged
+	VMOVUPS Y4, (DI)
+	VMOVUPS 32(DI), Y5
+	VADDPS Y2, Y5, Y6
+	VBLENDPS $0xaa, Y5, Y6, Y6
+	VMOVUPS Y6, 32(DI)
+	ADDQ $32, SI
+	ADDQ $64, DI
+	DECQ CX
+	JMP s2add2_loop
+s2add2_done:
+	VZEROUPPER
+	RET
+
+// func unfoldGatherIm2col(col *float32, ld int, buf *float32, idx *int32, ohw, taps int)
+// UnfoldTable's im2col on AVX2: col[t·ld+p] = buf[idx[t·ohw+p]] for t < taps
+// and p < ohw&^7, eight at a time with VGATHERDPS (buf holds the plane and
+// a zero at the padding index).
+TEXT ·unfoldGatherIm2col(SB), NOSPLIT, $0-48
+	MOVQ col+0(FP), DI
+	MOVQ ld+8(FP), R8
+	SHLQ $2, R8
+	MOVQ buf+16(FP), SI
+	MOVQ idx+24(FP), DX
+	MOVQ ohw+32(FP), R9
+	MOVQ taps+40(FP), CX
+	MOVQ R9, R10
+	ANDQ $-8, R10 // values gathered per row
+	SHLQ $2, R9   // bytes per idx row
+	VPCMPEQD Y15, Y15, Y15
+ugi_tap:
+	TESTQ CX, CX
+	JEQ ugi_done
+	XORQ BX, BX
+ugi_chunk:
+	CMPQ BX, R10
+	JGE ugi_next
+	VMOVDQU (DX)(BX*4), Y1
+	VMOVDQA Y15, Y2 // the gather clears its mask
+	VXORPS Y0, Y0, Y0
+	VGATHERDPS Y2, (SI)(Y1*4), Y0
+	VMOVUPS Y0, (DI)(BX*4)
+	ADDQ $8, BX
+	JMP ugi_chunk
+ugi_next:
+	ADDQ R9, DX
+	ADDQ R8, DI
+	DECQ CX
+	JMP ugi_tap
+ugi_done:
+	VZEROUPPER
+	RET
+
+// func unfoldGatherCol2im(col *float32, ld int, img *float32, inv *int32, taps, chunks int)
+// UnfoldTable's col2im on AVX2, eight pixels at a time for chunks·8
+// pixels: img[q] += col[t·ld+inv[t·64+q]] tap by tap (the scalar loop's
+// order), for the taps whose inv is below 64. Taps without an entry leave
+// the sum alone (a blend, not a +0, which would turn −0 into +0).
+TEXT ·unfoldGatherCol2im(SB), NOSPLIT, $0-48
+	MOVQ col+0(FP), SI
+	MOVQ ld+8(FP), R8
+	SHLQ $2, R8
+	MOVQ img+16(FP), DI
+	MOVQ inv+24(FP), DX
+	MOVQ taps+32(FP), R11
+	MOVQ chunks+40(FP), CX
+	MOVL $64, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+ugc_chunk:
+	TESTQ CX, CX
+	JEQ ugc_done
+	VMOVUPS (DI), Y0 // the eight pixels' sums
+	MOVQ SI, R12     // col row of tap t
+	MOVQ DX, R13     // inv row of tap t, at this chunk
+	MOVQ R11, BX
+ugc_tap:
+	VMOVDQU (R13), Y1
+	VPCMPGTD Y1, Y14, Y2 // inv < 64: this tap adds into the pixel
+	VMOVDQA Y2, Y3       // the gather clears its mask
+	VXORPS Y4, Y4, Y4
+	VGATHERDPS Y2, (R12)(Y1*4), Y4
+	VADDPS Y4, Y0, Y5
+	VBLENDVPS Y3, Y5, Y0, Y0
+	ADDQ R8, R12
+	ADDQ $256, R13
+	DECQ BX
+	JNZ ugc_tap
+	VMOVUPS Y0, (DI)
+	ADDQ $32, DI
+	ADDQ $32, DX
+	DECQ CX
+	JMP ugc_chunk
+ugc_done:
+	VZEROUPPER
+	RET

@@ -142,101 +142,127 @@ func TestVecMatchesScalar(t *testing.T) {
 	}
 }
 
-// TestUnfoldTableBothPaths runs the table im2col/col2im checks with the
-// AVX-512 permute loops (down to one-entry rows: every tail mask) and with
-// the scalar loops, whatever the CPU would pick; then the two table paths
-// against each other bit for bit, with -0, ±Inf and NaN in the data.
-func TestUnfoldTableBothPaths(t *testing.T) {
-	oldOK, oldMin := unfoldVecOK, unfoldVecMin
-	defer func() { unfoldVecOK, unfoldVecMin = oldOK, oldMin }()
-	unfoldVecOK = false
-	t.Run("scalar", checkUnfoldTables)
-	if !cpu.X86.HasAVX512F {
-		t.Skip("no AVX-512")
+// unfoldPaths are UnfoldTable's paths this CPU can run, as the settings of
+// vecOK (AVX2 gathers) and unfoldVecOK (AVX-512 permutes) that select them.
+func unfoldPaths() []struct {
+	name        string
+	vec, unfold bool
+} {
+	ps := []struct {
+		name        string
+		vec, unfold bool
+	}{{"scalar", false, false}}
+	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
+		ps = append(ps, struct {
+			name        string
+			vec, unfold bool
+		}{"avx2", true, false})
 	}
-	unfoldVecOK, unfoldVecMin = true, 1
-	t.Run("avx512", checkUnfoldTables)
-	t.Run("paths agree", func(t *testing.T) {
-		rng := rand.New(rand.NewPCG(31, 37))
-		specials := []float32{float32(math.Copysign(0, -1)), 0, float32(math.Inf(1)), float32(math.Inf(-1))}
-		sprinkle := func(v []float32, nan bool) {
-			for i := range v {
-				switch r := rng.IntN(8); {
-				case r == 0:
-					v[i] = specials[rng.IntN(len(specials))]
-				case r == 1 && nan:
-					v[i] = float32(math.NaN())
+	if cpu.X86.HasAVX512F {
+		ps = append(ps, struct {
+			name        string
+			vec, unfold bool
+		}{"avx512", true, true})
+	}
+	return ps
+}
+
+// TestUnfoldTableBothPaths: every path against the per-element loops, and
+// each vector path bit for bit against the scalar one on random small
+// geometries with −0, ±Inf and NaN, k planes per call.
+func TestUnfoldTableBothPaths(t *testing.T) {
+	oldVec, oldOK, oldMin := vecOK, unfoldVecOK, unfoldVecMin
+	defer func() { vecOK, unfoldVecOK, unfoldVecMin = oldVec, oldOK, oldMin }()
+	unfoldVecMin = 1
+	paths := unfoldPaths()
+	for _, p := range paths {
+		vecOK, unfoldVecOK = p.vec, p.unfold
+		t.Run(p.name, checkUnfoldTables)
+	}
+	for _, vp := range paths[1:] {
+		t.Run(vp.name+" agrees with scalar", func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(31, 37))
+			specials := []float32{float32(math.Copysign(0, -1)), 0, float32(math.Inf(1)), float32(math.Inf(-1))}
+			sprinkle := func(v []float32, nan bool) {
+				for i := range v {
+					switch r := rng.IntN(8); {
+					case r == 0:
+						v[i] = specials[rng.IntN(len(specials))]
+					case r == 1 && nan:
+						v[i] = float32(math.NaN())
+					}
 				}
 			}
-		}
-		same := func(what string, g ConvGeom, a, b []float32) {
-			t.Helper()
-			for i := range a {
-				if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
-					t.Fatalf("%+v: %s [%d]: avx512 %v (%#x), scalar %v (%#x)", g, what, i, a[i], math.Float32bits(a[i]), b[i], math.Float32bits(b[i]))
+			same := func(what string, g ConvGeom, a, b []float32) {
+				t.Helper()
+				for i := range a {
+					if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+						t.Fatalf("%+v: %s [%d]: %s %v (%#x), scalar %v (%#x)", g, what, i, vp.name, a[i], math.Float32bits(a[i]), b[i], math.Float32bits(b[i]))
+					}
 				}
 			}
-		}
-		for it := 0; it < 600; it++ {
-			h, w := 1+rng.IntN(8), 1+rng.IntN(8)
-			g := NewConvGeom(1, h, w, 1+rng.IntN(4), 1+rng.IntN(4), 1+rng.IntN(2), 1+rng.IntN(2), rng.IntN(3), rng.IntN(3), 1+rng.IntN(2), 1+rng.IntN(2))
-			if g.OH <= 0 || g.OW <= 0 {
-				continue
+			vector := func() { vecOK, unfoldVecOK = vp.vec, vp.unfold }
+			scalar := func() { vecOK, unfoldVecOK = false, false }
+			for it := 0; it < 600; it++ {
+				h, w := 1+rng.IntN(8), 1+rng.IntN(8)
+				g := NewConvGeom(1, h, w, 1+rng.IntN(4), 1+rng.IntN(4), 1+rng.IntN(2), 1+rng.IntN(2), rng.IntN(3), rng.IntN(3), 1+rng.IntN(2), 1+rng.IntN(2))
+				if g.OH <= 0 || g.OW <= 0 {
+					continue
+				}
+				tab, ok := NewUnfoldTable(g)
+				if !ok {
+					continue
+				}
+				ld := g.ColCols() + rng.IntN(3)
+				k := 1 + rng.IntN(3) // consecutive planes per call
+				img := randSlice(rng, k*h*w)
+				sprinkle(img, true) // NaN only on one side of the col2im sums: its payload is then unambiguous
+				colV, colS := randSlice(rng, k*g.ColRows()*ld), make([]float32, k*g.ColRows()*ld)
+				copy(colS, colV)
+				vector()
+				tab.Im2colPlanes(img, colV, ld, k)
+				scalar()
+				tab.Im2colPlanes(img, colS, ld, k)
+				same("im2col", g, colV, colS)
+				col := randSlice(rng, k*g.ColRows()*ld)
+				sprinkle(col, false)
+				imgV, imgS := append([]float32(nil), img...), append([]float32(nil), img...)
+				vector()
+				tab.Col2imPlanes(col, imgV, ld, k)
+				scalar()
+				tab.Col2imPlanes(col, imgS, ld, k)
+				same("col2im", g, imgV, imgS)
 			}
-			tab, ok := NewUnfoldTable(g)
-			if !ok {
-				continue
-			}
-			ld := g.ColCols() + rng.IntN(3)
-			k := 1 + rng.IntN(3) // consecutive planes per call
-			img := randSlice(rng, k*h*w)
-			sprinkle(img, true) // NaN only on one side of the col2im sums: its payload is then unambiguous
-			colV, colS := randSlice(rng, k*g.ColRows()*ld), make([]float32, k*g.ColRows()*ld)
-			copy(colS, colV)
-			unfoldVecOK = true
-			tab.Im2colPlanes(img, colV, ld, k)
-			unfoldVecOK = false
-			tab.Im2colPlanes(img, colS, ld, k)
-			same("im2col", g, colV, colS)
-			col := randSlice(rng, k*g.ColRows()*ld)
-			sprinkle(col, false)
-			imgV, imgS := append([]float32(nil), img...), append([]float32(nil), img...)
-			unfoldVecOK = true
-			tab.Col2imPlanes(col, imgV, ld, k)
-			unfoldVecOK = false
-			tab.Col2imPlanes(col, imgS, ld, k)
-			same("col2im", g, imgV, imgS)
-		}
-	})
+		})
+	}
 }
 
 // BenchmarkUnfoldTable: one channel plane of ResNet-18 at 32×32 input
-// (8×8, 4×4 and 2×2 maps, 3×3 kernels), AVX-512 permutes vs scalar.
+// (8×8, 4×4 and 2×2 maps, 3×3 kernels) and of its last stage at 224 (7×7),
+// on each path this CPU has.
 func BenchmarkUnfoldTable(b *testing.B) {
-	oldOK := unfoldVecOK
-	defer func() { unfoldVecOK = oldOK }()
+	oldVec, oldOK := vecOK, unfoldVecOK
+	defer func() { vecOK, unfoldVecOK = oldVec, oldOK }()
 	for _, g := range []ConvGeom{
 		NewConvGeom(1, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1),
 		NewConvGeom(1, 8, 8, 3, 3, 2, 2, 1, 1, 1, 1),
 		NewConvGeom(1, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1),
 		NewConvGeom(1, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1),
+		NewConvGeom(1, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1),
 	} {
 		tab, _ := NewUnfoldTable(g)
 		img := make([]float32, g.H*g.W)
 		col := make([]float32, g.ColRows()*g.ColCols())
-		for _, vec := range []bool{false, true} {
-			if vec && !oldOK {
-				continue
-			}
-			name := fmt.Sprintf("H%dS%d/vec=%v", g.H, g.SH, vec)
+		for _, p := range unfoldPaths() {
+			name := fmt.Sprintf("H%dS%d/%s", g.H, g.SH, p.name)
 			b.Run("im2col/"+name, func(b *testing.B) {
-				unfoldVecOK = vec
+				vecOK, unfoldVecOK = p.vec, p.unfold
 				for b.Loop() {
 					tab.Im2col(img, col, g.ColCols())
 				}
 			})
 			b.Run("col2im/"+name, func(b *testing.B) {
-				unfoldVecOK = vec
+				vecOK, unfoldVecOK = p.vec, p.unfold
 				for b.Loop() {
 					tab.Col2im(col, img, g.ColCols())
 				}
@@ -247,17 +273,25 @@ func BenchmarkUnfoldTable(b *testing.B) {
 
 // TestStridedRowsBothPaths: stridedCopy and stridedAdd (bit for bit) against
 // their loops, for every stride-2 length up to 100 with 0 to 2 spare
-// values of s or d, with the AVX-512 loops on and off; and the im2col
-// geometries through them.
+// values of s or d, on the scalar, AVX2 and AVX-512 paths this CPU has
+// (odd entries of d hold −0 and NaN, which the add must leave alone);
+// and the im2col geometries through them.
 func TestStridedRowsBothPaths(t *testing.T) {
-	old := unfoldVecOK
-	defer func() { unfoldVecOK = old }()
+	oldVec, oldUnfold := vecOK, unfoldVecOK
+	defer func() { vecOK, unfoldVecOK = oldVec, oldUnfold }()
 	rng := rand.New(rand.NewPCG(41, 43))
-	for _, vec := range []bool{false, true} {
-		if vec && !cpu.X86.HasAVX512F {
+	negZero := float32(math.Copysign(0, -1))
+	for _, path := range []struct {
+		name        string
+		vec, unfold bool
+		ok          bool
+	}{{"scalar", false, false, true}, {"avx2", true, false, cpu.X86.HasAVX2 && cpu.X86.HasFMA},
+		{"avx512", true, true, cpu.X86.HasAVX512F}} {
+		if !path.ok {
 			continue
 		}
-		unfoldVecOK = vec
+		vecOK, unfoldVecOK = path.vec, path.unfold
+		vec := path.name
 		for n := 0; n <= 100; n++ {
 			for spare := 0; spare < 3; spare++ {
 				src := randSlice(rng, max(0, 2*n-1)+spare)
@@ -268,10 +302,18 @@ func TestStridedRowsBothPaths(t *testing.T) {
 				}
 				for i := range want {
 					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-						t.Fatalf("vec=%v n=%d spare=%d: stridedCopy [%d] = %v, want %v", vec, n, spare, i, got[i], want[i])
+						t.Fatalf("%s n=%d spare=%d: stridedCopy [%d] = %v, want %v", vec, n, spare, i, got[i], want[i])
 					}
 				}
 				d := randSlice(rng, max(0, 2*n-1)+spare)
+				for i := 1; i < len(d); i += 2 {
+					switch i % 6 {
+					case 1:
+						d[i] = negZero
+					case 3:
+						d[i] = float32(math.NaN())
+					}
+				}
 				wantD := append([]float32(nil), d...)
 				add := randSlice(rng, n)
 				stridedAdd(d, add, 2)
@@ -280,7 +322,7 @@ func TestStridedRowsBothPaths(t *testing.T) {
 				}
 				for i := range wantD {
 					if math.Float32bits(d[i]) != math.Float32bits(wantD[i]) {
-						t.Fatalf("vec=%v n=%d spare=%d: stridedAdd [%d] = %v, want %v", vec, n, spare, i, d[i], wantD[i])
+						t.Fatalf("%s n=%d spare=%d: stridedAdd [%d] = %v, want %v", vec, n, spare, i, d[i], wantD[i])
 					}
 				}
 			}

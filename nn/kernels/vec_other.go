@@ -37,4 +37,12 @@ func unfoldPermCol2im(col *float32, ld int, img *float32, inv *int32, taps, chun
 	panic("unreachable")
 }
 func stride2CopyAVX512(dst, src *float32, n int) { panic("unreachable") }
-func stride2AddAVX512(dst, src *float32, n int)  { panic("unreachable") }
+func unfoldGatherIm2col(col *float32, ld int, buf *float32, idx *int32, ohw, taps int) {
+	panic("unreachable")
+}
+func unfoldGatherCol2im(col *float32, ld int, img *float32, inv *int32, taps, chunks int) {
+	panic("unreachable")
+}
+func stride2CopyAVX2(dst, src *float32, n int)  { panic("unreachable") }
+func stride2AddAVX2(dst, src *float32, n int)   { panic("unreachable") }
+func stride2AddAVX512(dst, src *float32, n int) { panic("unreachable") }
